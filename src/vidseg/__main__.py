@@ -1,0 +1,3 @@
+from vidseg.cli.main import main
+
+raise SystemExit(main())

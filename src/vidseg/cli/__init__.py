@@ -1,0 +1,1 @@
+"""The ``vidseg`` command line: one module per command group."""

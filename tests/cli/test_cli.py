@@ -1,0 +1,162 @@
+"""The command line: help, outputs, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from vidseg.cli.main import main
+from vidseg.data.synth import SynthConfig, synthesize
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return synthesize(
+        tmp_path_factory.mktemp("cli") / "ds",
+        clips=3,
+        frames=6,
+        size=(256, 224),
+        show_progress=False,
+    )
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_synth_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "synth", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(SynthConfig):
+        flag = "--" + field.name.replace("_", "-")
+        assert flag in text, flag
+        assert " ".join(field.metadata["help"].split())[:40] in text, flag
+    for flag in ("--out", "--overwrite", "--json"):
+        assert flag in text
+
+
+def test_synth_writes_dataset_and_json(tmp_path, capsys):
+    code, out, _ = run(
+        capsys,
+        "-q",
+        "data",
+        "synth",
+        "--out",
+        str(tmp_path / "ds"),
+        "--clips",
+        "3",
+        "--frames",
+        "4",
+        "--size",
+        "32,48",
+        "--json",
+        str(tmp_path / "s.json"),
+    )
+    assert code == 0
+    assert "class frequency" in out
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames"] == 12
+    assert summary["config"]["size"] == [32, 48]
+    image = cv2.imread(str(tmp_path / "ds/clips/train-000/frames/000003.png"))
+    assert image.shape == (32, 48, 3)
+
+
+def test_unknown_option_suggests_the_closest(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "synth", "--out", str(tmp_path), "--clip", "3"])
+    assert exc.value.code == 2
+    assert "--clip (did you mean --clips?)" in capsys.readouterr().err
+
+
+def test_stats_counts_frames_labels_and_classes(dataset, capsys, tmp_path):
+    code, _, _ = run(
+        capsys, "-q", "data", "stats", str(dataset), "--json", str(tmp_path / "s.json")
+    )
+    assert code == 0
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["train"]["frames"] == 6
+    assert stats["train"]["labelled_frames"] == 0  # label_every=10 > 6 frames
+    assert stats["val"]["labelled_frames"] == 6
+    assert stats["val"]["samples_with_previous_frame"] == 5
+    assert stats["val"]["samples_skipped"] == 1  # frame 0 has no previous frame
+    assert abs(sum(stats["val"]["class_frequency"].values()) - 1) < 1e-9
+
+
+def test_verify_passes_on_synthetic_and_fails_on_a_broken_homography(dataset, capsys, tmp_path):
+    code, out, _ = run(capsys, "-q", "data", "verify", str(dataset), "--split", "val")
+    assert code == 0
+    assert "val-000" in out
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(dataset, broken)
+    path = broken / "clips/val-000/homographies.npy"
+    homs = np.load(path)
+    homs[1:, 0, 2] += 4.0  # every H off by 4 px
+    np.save(path, homs)
+    code, out, _ = run(capsys, "-q", "data", "verify", str(broken), "--split", "val")
+    assert code == 1
+    assert "FAIL" in out
+
+
+def test_preview_writes_a_grid(dataset, capsys, tmp_path):
+    out_png = tmp_path / "p.png"
+    code, _, _ = run(
+        capsys,
+        "-q",
+        "data",
+        "preview",
+        str(dataset),
+        "--split",
+        "val",
+        "--frames",
+        "1:6:2",
+        "--out",
+        str(out_png),
+    )
+    assert code == 0
+    image = cv2.imread(str(out_png))
+    # 3 columns (frames 1, 3, 5) and 4 rows (frames, labels, flow, validity), 4 px gaps.
+    assert image.shape == (4 * 256 + 3 * 4, 3 * 224 + 2 * 4, 3)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data", "stats", "{missing}"], "dataset root not found"),
+        (["data", "stats", "{root}", "--split", "nope"], "unknown split 'nope'"),
+        (
+            [
+                "data",
+                "preview",
+                "{root}",
+                "--split",
+                "val",
+                "--clip",
+                "zzz",
+                "--out",
+                "{tmp}/p.png",
+            ],
+            "has no clip 'zzz'",
+        ),
+        (["data", "verify", "{root}", "--moving-classes", "cars"], "unknown class 'cars'"),
+        (["data", "synth", "--out", "{root}"], "is not empty; pass --overwrite"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(dataset, capsys, tmp_path, argv, message):
+    argv = [a.format(root=dataset, missing=tmp_path / "missing", tmp=tmp_path) for a in argv]
+    code, _, err = run(capsys, "-q", *argv)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert "Traceback" not in err
