@@ -160,3 +160,103 @@ def test_errors_are_one_line_without_traceback(dataset, capsys, tmp_path, argv, 
     assert lines[0].startswith("error: ")
     assert message in lines[0]
     assert "Traceback" not in err
+
+
+def test_synth_config_file_and_overrides(tmp_path, capsys):
+    config = tmp_path / "synth.yaml"
+    config.write_text("clips: 3\nframes: 3\nsize: [32, 40]\nlabel-every: 2\nseed: 4\n")
+    code, _, _ = run(
+        capsys,
+        "-q",
+        "data",
+        "synth",
+        "--config",
+        str(config),
+        "--frames",
+        "5",
+        "--out",
+        str(tmp_path / "ds"),
+        "--json",
+        str(tmp_path / "s.json"),
+    )
+    assert code == 0
+    settings = json.loads((tmp_path / "s.json").read_text())["config"]
+    assert settings["frames"] == 5  # the command line wins
+    assert settings["size"] == [32, 40]
+    assert settings["label_every"] == 2
+    assert settings["seed"] == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("frame: 3\n", "unknown synthesis option 'frame' (did you mean 'frames'?)"),
+        ("frames: '60'\n", "frames must be an integer, got '60'"),
+        ("flow: 1\n", "flow must be true or false"),
+        ("- 3\n", "expected a mapping"),
+    ],
+)
+def test_bad_config_file_is_named(tmp_path, capsys, text, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    code, _, err = run(
+        capsys, "-q", "data", "synth", "--config", str(config), "--out", str(tmp_path / "ds")
+    )
+    assert code == 2
+    assert str(config) in err
+    assert message in " ".join(err.split())
+    assert not (tmp_path / "ds").exists()
+
+
+def test_shipped_config_files_are_valid():
+    from pathlib import Path
+
+    from vidseg.data.synth import make_config
+    from vidseg.utils.io import read_yaml
+
+    files = sorted((Path(__file__).parents[2] / "configs" / "data").glob("synth-*.yaml"))
+    assert files
+    for path in files:
+        make_config(**{k.replace("-", "_"): v for k, v in read_yaml(path).items()})
+
+
+def test_bad_dataset_files_are_named_in_one_line(tmp_path, capsys):
+    import shutil
+
+    root = synthesize(
+        tmp_path / "ds",
+        clips=2,
+        frames=4,
+        size=32,
+        test_clips=0,
+        label_every=2,
+        show_progress=False,
+    )
+    label = root / "clips/train-000/labels/000001.png"
+    cv2.imwrite(str(label), np.full((32, 32), 99, np.uint8))
+    code, _, err = run(capsys, "-q", "data", "stats", str(root))
+    assert code == 2
+    assert f"{label}: invalid class id 99" in " ".join(err.split())
+
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    (other / "clips/train-000/labels/000001.png").unlink()
+    (other / "clips/val-000/frames/000002.png").write_bytes(b"not an image")
+    code, _, err = run(
+        capsys,
+        "-q",
+        "data",
+        "preview",
+        str(other),
+        "--split",
+        "val",
+        "--out",
+        str(tmp_path / "p.png"),
+    )
+    assert code == 2
+    assert "000002.png: cannot decode image" in " ".join(err.split())
+
+    (other / "clips/val-000/frames/000003.png").unlink()
+    code, _, err = run(capsys, "-q", "data", "stats", str(other))
+    assert code == 2
+    assert "000003.png: label file for frame 3" in " ".join(err.split())

@@ -29,6 +29,17 @@ def test_atomic_write_keeps_the_old_file_until_done(tmp_path):
     assert target.read_text() == "new"
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    with atomic_write(tmp_path / "f.txt", "w") as handle:
+        handle.write("x")
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~umask
+
+
 def test_png_round_trip_keeps_rgb_order_and_ids(tmp_path):
     rgb = np.zeros((2, 3, 3), np.uint8)
     rgb[0, 0] = (255, 0, 0)

@@ -84,16 +84,6 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     return out
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def frame_range(text: str) -> slice:
     """Parse ``START:STOP[:STEP]`` (Python slice syntax over frame positions)."""
     parts = text.split(":")

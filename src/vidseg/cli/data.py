@@ -9,23 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from vidseg.cli.common import (
-    frame_range,
-    percent,
-    positive_int,
-    stdout,
-    table,
-    write_json,
-)
+from vidseg.cli.common import frame_range, percent, stdout, table, write_json
 from vidseg.data.classes import colorize
 from vidseg.data.folder import FolderDataset, list_splits, open_dataset
 from vidseg.data.info import read_dataset_info
 from vidseg.data.samples import labelled_samples
-from vidseg.data.synth.config import SynthConfig, parse_size
+from vidseg.data.synth.config import SynthConfig, make_config, parse_size
 from vidseg.data.verify import check_clip
 from vidseg.errors import ConfigError, DataError
 from vidseg.utils.console import track
-from vidseg.utils.io import write_png
+from vidseg.utils.io import read_yaml, write_png
 from vidseg.visualize import flow_to_rgb, grid
 
 
@@ -41,6 +34,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "written in the clip-folder layout with train/val/test splits by clip.",
     )
     synth.add_argument("--out", type=Path, required=True, help="output dataset directory")
+    synth.add_argument(
+        "--config",
+        type=Path,
+        metavar="YAML",
+        help="settings file (option names as keys, e.g. configs/data/synth-demo.yaml); "
+        "options given on the command line override it",
+    )
     _add_config_options(synth, SynthConfig)
     synth.add_argument(
         "--overwrite", action="store_true", help="replace an existing dataset at --out"
@@ -107,34 +107,61 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_config_options(parser: argparse.ArgumentParser, config: type) -> None:
-    """One option per dataclass field, its help and default taken from the field."""
+    """One option per dataclass field, with the field's help and default.
+
+    Options default to "not given" so that values from ``--config`` are only overridden by the
+    options actually typed.
+    """
     defaults = config()
     for f in dataclasses.fields(config):
-        flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", "")}
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        kwargs: dict[str, Any] = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": f"{f.metadata.get('help', '')} (default: {shown})",
+        }
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
             kwargs["type"] = parse_size
             kwargs["metavar"] = "N|H,W"
-        else:
-            kwargs["type"] = (
-                positive_int
-                if isinstance(default, int)
-                and f.name in ("clips", "frames", "label_every", "eval_label_every", "workers")
-                else type(default)
-            )
-        if "choices" in f.metadata:
+        elif "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
-        parser.add_argument(flag, default=default, **kwargs)
+        else:
+            kwargs["type"] = type(default)
+            kwargs["metavar"] = f.name.upper()
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def _config_file(path: Path | None) -> dict[str, Any]:
+    """Settings from a YAML file of option names (underscores or dashes) to values."""
+    if path is None:
+        return {}
+    data = read_yaml(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
 def run_synth(args: argparse.Namespace) -> int:
     from vidseg.data.synth import synthesize_with_summary
 
-    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(SynthConfig)}
-    out, summary = synthesize_with_summary(args.out, overwrite=args.overwrite, **options)
+    options = _config_file(args.config)
+    try:
+        make_config(**options)  # check the file on its own, so that errors name it
+    except ConfigError as exc:
+        raise ConfigError(f"{args.config}: {exc}") from None
+    typed = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(SynthConfig)
+        if hasattr(args, f.name)
+    }
+    out, summary = synthesize_with_summary(
+        args.out, overwrite=args.overwrite, **{**options, **typed}
+    )
     result = summary.to_dict()
     stdout.print(
         table(

@@ -19,6 +19,12 @@ import yaml
 
 from vidseg.errors import DataError
 
+# mkstemp creates files readable by their owner only; written files get the usual permissions
+# (0666 minus the umask) instead. The umask can only be read by setting it, so do it once here.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]:
@@ -31,6 +37,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import difflib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from vidseg.errors import ConfigError
 
@@ -106,3 +108,42 @@ def parse_size(value: int | str | tuple[int, int] | list[int]) -> tuple[int, int
         if len(nums) == 2:
             return (nums[0], nums[1])
     raise ConfigError(f"size must be one integer or height,width, got {value!r}")
+
+
+def make_config(**options: Any) -> SynthConfig:
+    """Build a :class:`SynthConfig` from option values, e.g. read from YAML or a caller.
+
+    An unknown option name is an error that suggests the closest valid one; a value of the wrong
+    type (``frames: "60"``) is an error naming the option.
+    """
+    defaults = SynthConfig()
+    valid = sorted(f.name for f in fields(SynthConfig))
+    values = {}
+    for name, value in options.items():
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown synthesis option {name!r}{hint}")
+        values[name] = _check_type(name, value, getattr(defaults, name))
+    return replace(defaults, **values)
+
+
+def _check_type(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, tuple):
+        return parse_size(value)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        kind = "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        kind = "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        kind = "a number"
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+        kind = "a string"
+    if not ok:
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    return value

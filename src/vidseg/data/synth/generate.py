@@ -9,7 +9,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from vidseg.data.classes import IGNORE_INDEX, UAVID_SSP_CLASSES
 from vidseg.data.info import DATASET_FILE, DatasetInfo, write_dataset_info
 from vidseg.data.synth.actors import populate
 from vidseg.data.synth.camera import fly
-from vidseg.data.synth.config import SynthConfig, parse_size
+from vidseg.data.synth.config import SynthConfig, make_config
 from vidseg.data.synth.degrade import Degrader
 from vidseg.data.synth.render import Renderer
 from vidseg.data.synth.world import build_world
@@ -239,23 +239,6 @@ def synthesize(
         show_progress=show_progress,
         **options,
     )[0]
-
-
-def make_config(**fields_: Any) -> SynthConfig:
-    """Build a :class:`SynthConfig`, naming unknown option names in the error."""
-    valid = set(SynthConfig.__dataclass_fields__)
-    unknown = sorted(set(fields_) - valid)
-    if unknown:
-        import difflib
-
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, sorted(valid), n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"unknown synthesis option {', '.join(hints)}")
-    if "size" in fields_:
-        fields_["size"] = parse_size(fields_["size"])
-    return replace(SynthConfig(), **fields_)
 
 
 def synthesize_with_summary(
