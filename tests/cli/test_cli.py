@@ -260,3 +260,31 @@ def test_bad_dataset_files_are_named_in_one_line(tmp_path, capsys):
     code, _, err = run(capsys, "-q", "data", "stats", str(other))
     assert code == 2
     assert "000003.png: label file for frame 3" in " ".join(err.split())
+
+
+def test_demo_settings_match_the_shipped_config():
+    from pathlib import Path
+
+    from vidseg.cli.demo import DEMO_DATA
+    from vidseg.data.synth import make_config
+    from vidseg.utils.io import read_yaml
+
+    shipped = read_yaml(Path(__file__).parents[2] / "configs/data/synth-demo.yaml")
+    assert make_config(**shipped) == make_config(**DEMO_DATA)
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
+    from vidseg.cli import demo
+
+    # The same code path on a smaller dataset, to keep the default test run fast.
+    monkeypatch.setattr(demo, "DEMO_DATA", {**demo.DEMO_DATA, "frames": 8})
+    code, out, _ = run(
+        capsys, "-q", "demo", "--out", str(tmp_path), "--json", str(tmp_path / "d.json")
+    )
+    assert code == 0
+    for title in ("1. synthetic dataset", "1. class frequency", "2. ground-truth checks"):
+        assert title in out
+    assert (tmp_path / "preview.png").is_file()
+    result = json.loads((tmp_path / "d.json").read_text())
+    assert result["dataset"]["frames"] == 6 * 8
+    assert result["checks"][0]["min_label_agreement"] >= 0.97

@@ -12,7 +12,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from vidseg.errors import ConfigError
 from vidseg.utils.io import atomic_write
 
 stdout = Console(soft_wrap=True)
@@ -100,8 +99,3 @@ def frame_range(text: str) -> slice:
     if len(nums) == 3 and nums[2] is not None and nums[2] < 1:
         raise argparse.ArgumentTypeError(f"STEP must be positive, got {nums[2]}")
     return slice(*nums)
-
-
-def require_existing_dir(path: Path, what: str) -> None:
-    if not path.is_dir():
-        raise ConfigError(f"{what} not found: {path}")

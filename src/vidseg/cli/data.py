@@ -8,14 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from vidseg.cli.common import frame_range, percent, stdout, table, write_json
 from vidseg.data.classes import colorize
 from vidseg.data.folder import FolderDataset, list_splits, open_dataset
 from vidseg.data.info import read_dataset_info
 from vidseg.data.samples import labelled_samples
+from vidseg.data.synth import SynthSummary
 from vidseg.data.synth.config import SynthConfig, make_config, parse_size
-from vidseg.data.verify import check_clip
+from vidseg.data.verify import ClipCheck, check_clip
 from vidseg.errors import ConfigError, DataError
 from vidseg.utils.console import track
 from vidseg.utils.io import read_yaml, write_png
@@ -162,34 +164,38 @@ def run_synth(args: argparse.Namespace) -> int:
     out, summary = synthesize_with_summary(
         args.out, overwrite=args.overwrite, **{**options, **typed}
     )
-    result = summary.to_dict()
-    stdout.print(
-        table(
-            f"synthetic dataset {out}",
-            ["clips", "frames", "seconds", "frames/s (all)", "frames/s (render)"],
-            [
-                [
-                    len(summary.clips),
-                    result["frames"],
-                    f"{result['seconds']:.1f}",
-                    f"{result['frames_per_second']:.1f}",
-                    f"{result['render_frames_per_second']:.1f}",
-                ]
-            ],
-        )
-    )
-    freq = result["class_frequency"]
-    names = list(next(iter(freq.values())))
-    stdout.print(
-        table(
-            "class frequency over labelled frames (% of pixels)",
-            ["class", *freq],
-            [[name, *(percent(freq[split][name]) for split in freq)] for name in names],
-        )
-    )
+    result = print_synth_summary(out, summary)
     if args.json:
         write_json(args.json, result)
     return 0
+
+
+def frequency_table(title: str, freq: dict[str, dict[str, float]]) -> Table:
+    """Class frequencies (fractions) per split as a table of percentages."""
+    names = list(next(iter(freq.values())))
+    rows = [[name, *(percent(freq[split][name]) for split in freq)] for name in names]
+    return table(title, ["class", *freq], rows)
+
+
+def print_synth_summary(out: Path, summary: SynthSummary, title: str = "") -> dict[str, Any]:
+    """Print the size, speed and class frequencies of a synthesised dataset; return them."""
+    result = summary.to_dict()
+    row = [
+        len(summary.clips),
+        result["frames"],
+        f"{result['seconds']:.1f}",
+        f"{result['frames_per_second']:.1f}",
+        f"{result['render_frames_per_second']:.1f}",
+    ]
+    columns = ["clips", "frames", "seconds", "frames/s (all)", "frames/s (render)"]
+    stdout.print(table(f"{title}synthetic dataset {out}", columns, [row]))
+    stdout.print(
+        frequency_table(
+            f"{title}class frequency over labelled frames (% of pixels)",
+            result["class_frequency"],
+        )
+    )
+    return result
 
 
 def _splits(root: Path, requested: list[str] | None) -> list[str]:
@@ -238,12 +244,10 @@ def run_stats(args: argparse.Namespace) -> int:
             [[k, *(result[s][k] for s in result)] for k in keys],
         )
     )
-    names = list(next(iter(result.values()))["class_frequency"])
     stdout.print(
-        table(
+        frequency_table(
             "class frequency over labelled frames (% of pixels)",
-            ["class", *result],
-            [[n, *(percent(result[s]["class_frequency"][n]) for s in result)] for n in names],
+            {split: stats["class_frequency"] for split, stats in result.items()},
         )
     )
     if args.json:
@@ -252,21 +256,46 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    ds = open_dataset(args.root, args.split)
-    names = [n.strip() for n in args.moving_classes.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ds.info.class_names]
+    checks, failed = verify_split(
+        args.root,
+        args.split,
+        [n.strip() for n in args.moving_classes.split(",") if n.strip()],
+        args.min_agreement,
+        args.max_flow_error,
+    )
+    if args.json:
+        write_json(
+            args.json,
+            [{"clip": c.clip, "pairs": [dataclasses.asdict(p) for p in c.pairs]} for c in checks],
+        )
+    return 1 if failed else 0
+
+
+def verify_split(
+    root: Path,
+    split: str,
+    moving_classes: list[str],
+    min_agreement: float,
+    max_flow_error: float,
+    title: str = "",
+) -> tuple[list[ClipCheck], bool]:
+    """Run the ground-truth checks on every clip of a split, print a table, report failure."""
+    ds = open_dataset(root, split)
+    unknown = [n for n in moving_classes if n not in ds.info.class_names]
     if unknown:
         raise ConfigError(
             f"--moving-classes: unknown class {unknown[0]!r}; "
             f"classes are {', '.join(ds.info.class_names)}"
         )
-    moving = tuple(ds.info.class_names.index(n) for n in names)
+    moving = tuple(ds.info.class_names.index(n) for n in moving_classes)
     checks = [check_clip(clip, moving) for clip in track(ds, "verifying", total=len(ds))]
+    if not any(c.pairs for c in checks):
+        raise DataError(f"{root} ({split}): no frame pair has a homography to check")
     rows, failed = [], False
     for c in checks:
         agreement, error = c.min_label_agreement, c.max_static_flow_error
-        bad = (agreement is not None and agreement < args.min_agreement) or (
-            error is not None and error > args.max_flow_error
+        bad = (agreement is not None and agreement < min_agreement) or (
+            error is not None and error > max_flow_error
         )
         failed |= bad
         rows.append(
@@ -280,29 +309,17 @@ def run_verify(args: argparse.Namespace) -> int:
                 "FAIL" if bad else "ok",
             ]
         )
-    stdout.print(
-        table(
-            f"ground-truth checks: {args.root} ({args.split})",
-            [
-                "clip",
-                "pairs",
-                "label agreement min %",
-                "mean %",
-                "static flow error px",
-                "moving %",
-                "",
-            ],
-            rows,
-        )
-    )
-    if not any(c.pairs for c in checks):
-        raise DataError(f"{args.root} ({args.split}): no frame pair has a homography to check")
-    if args.json:
-        write_json(
-            args.json,
-            [{"clip": c.clip, "pairs": [dataclasses.asdict(p) for p in c.pairs]} for c in checks],
-        )
-    return 1 if failed else 0
+    columns = [
+        "clip",
+        "pairs",
+        "label agreement min %",
+        "mean %",
+        "static flow error px",
+        "moving %",
+        "",
+    ]
+    stdout.print(table(f"{title}ground-truth checks: {root} ({split})", columns, rows))
+    return checks, failed
 
 
 def run_preview(args: argparse.Namespace) -> int:

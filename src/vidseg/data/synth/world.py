@@ -90,12 +90,6 @@ class World:
     def shape(self) -> tuple[int, int]:
         return self.ground_labels.shape
 
-    def labels(self) -> np.ndarray:
-        """Static labels as seen from above: the canopy covers the ground where it is opaque."""
-        out = self.ground_labels.copy()
-        out[self.canopy[..., 3] >= 128] = TREE
-        return out
-
 
 def _rot(angle: float) -> np.ndarray:
     return np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -355,14 +349,18 @@ class _Builder:
                 ):
                     self.walkways.append(Lane(side, self.m(self.rng.uniform(0.9, 1.6)), sidewalk))
 
+    def _grid_axes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Unit vectors along and across the town's street grid."""
+        d = np.array([np.cos(self.grid_angle), np.sin(self.grid_angle)])
+        return d, np.array([-d[1], d[0]])
+
     def _street_grid(
         self, origin: np.ndarray, skip: set[tuple[int, int]]
     ) -> list[tuple[np.ndarray, float, float, bool]]:
         """Town streets on a grid through ``origin``; ``skip`` holds (family, line) pairs that a
         main road already occupies."""
         a, b = self.m(self.rng.uniform(60, 110)), self.m(self.rng.uniform(60, 110))
-        d = np.array([np.cos(self.grid_angle), np.sin(self.grid_angle)])
-        n = np.array([-d[1], d[0]])
+        d, n = self._grid_axes()
         reach = np.hypot(self.h, self.w)
         width = self.m(self.rng.uniform(6, 9))
         sidewalk = self.m(self.rng.uniform(1.5, 2.5))
@@ -450,8 +448,7 @@ class _Builder:
             return
         self.paint_poly(lot, lambda roi: tx.asphalt(roi, self.rng), ROAD)
         car_l, car_w = self.m(4.6), self.m(2.0)
-        d = np.array([np.cos(self.grid_angle), np.sin(self.grid_angle)])
-        n = np.array([-d[1], d[0]])
+        d, n = self._grid_axes()
         slot = self.m(2.6)
         for row in (-1, 1):
             row_centre = centre + row * (width / 2 - car_l / 2 - self.m(1)) * n
@@ -471,8 +468,7 @@ class _Builder:
         The usable area is shrunk by the largest roof displacement so that no façade or roof
         reaches into the street.
         """
-        d = np.array([np.cos(self.grid_angle), np.sin(self.grid_angle)])
-        n = np.array([-d[1], d[0]])
+        d, n = self._grid_axes()
         reach = np.hypot(*self.lean) * self.m(self.max_height)
         length, width = length - 2 * reach, width - 2 * reach
         if length < self.m(8) or width < self.m(8):
