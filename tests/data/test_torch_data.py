@@ -198,3 +198,31 @@ def test_index_out_of_range(dataset):
     ds = ClipSampleDataset(dataset, [SampleRef(0, (0, 1))])
     with pytest.raises(IndexError, match=r"sample index 1 out of range 0\.\.0"):
         ds[1]
+
+
+def test_forked_workers_start_after_the_parent_used_opencv_threads(tmp_path):
+    """worker_init_fn must not hang in a fork of a process whose OpenCV thread pool ran."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import cv2, numpy as np, torch
+        from vidseg.data.torch_data import worker_init_fn
+        image = np.random.rand(512, 512, 3).astype(np.float32)
+        for _ in range(3):
+            cv2.warpPerspective(image, np.eye(3), (512, 512))  # starts OpenCV's pool
+        data = torch.utils.data.TensorDataset(torch.arange(8))
+        for _ in range(3):
+            loader = torch.utils.data.DataLoader(
+                data, batch_size=2, num_workers=2, worker_init_fn=worker_init_fn,
+                multiprocessing_context="fork",
+            )
+            assert sum(int(b[0].sum()) for b in loader) == 28
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], timeout=60, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

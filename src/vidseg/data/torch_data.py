@@ -160,6 +160,11 @@ def collate_samples(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """DataLoader worker setup: one OpenCV and one torch thread per worker (no oversubscription)."""
-    cv2.setNumThreads(1)
+    """DataLoader worker setup: OpenCV runs sequentially and torch on one thread per worker.
+
+    ``cv2.setNumThreads(0)`` (sequential), not 1: in a forked worker whose parent had already
+    used OpenCV's thread pool, ``setNumThreads(1)`` waits for pool threads that do not exist in
+    the child and hangs (seen with OpenCV 5.0's pthreads backend in most forks).
+    """
+    cv2.setNumThreads(0)
     torch.set_num_threads(1)

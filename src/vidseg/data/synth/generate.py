@@ -28,7 +28,7 @@ from vidseg.data.synth.world import build_world
 from vidseg.errors import ConfigError
 from vidseg.geometry.homography import apply_homography
 from vidseg.utils.console import progress_bar
-from vidseg.utils.io import atomic_write, encode_png, save_npy, write_bytes
+from vidseg.utils.io import atomic_write, encode_png
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,17 @@ class ClipSummary:
 def write_clip(
     cfg: SynthConfig, split: str, index: int, clips_dir: Path, progress: Any = None
 ) -> ClipSummary:
-    """Generate one clip into ``clips_dir/<clip id>/`` and return its statistics."""
-    cv2.setNumThreads(1)
+    """Generate one clip into ``clips_dir/<clip id>/`` and return its statistics.
+
+    Files are written directly (no per-file rename and fsync): the whole dataset is built in a
+    temporary folder that :func:`synthesize` moves into place only when it is complete.
+    """
     cid = clip_id(split, index)
     root = clips_dir / cid
+    for sub in ("frames", "labels", "flow", "flow_valid"):
+        if sub.startswith("flow") and not cfg.flow:
+            continue
+        (root / sub).mkdir(parents=True, exist_ok=True)
     every = cfg.label_every if split == "train" else cfg.eval_label_every
     counts = np.zeros(NUM_CLASSES + 1, np.int64)
     homs = np.empty((cfg.frames, 3, 3))
@@ -125,32 +132,31 @@ def write_clip(
         n = frame.index
         name = f"{n:06d}"
         if cfg.image_format == "png":
-            write_bytes(root / "frames" / f"{name}.png", encode_png(frame.image))
+            (root / "frames" / f"{name}.png").write_bytes(encode_png(frame.image))
         else:
             _ok, buf = cv2.imencode(".jpg", frame.image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-            write_bytes(root / "frames" / f"{name}.jpg", buf.tobytes())
+            (root / "frames" / f"{name}.jpg").write_bytes(buf.tobytes())
         if is_labelled(n, every):
-            write_bytes(root / "labels" / f"{name}.png", encode_png(frame.labels))
+            (root / "labels" / f"{name}.png").write_bytes(encode_png(frame.labels))
             hist = np.bincount(frame.labels.ravel(), minlength=256)
             counts[:NUM_CLASSES] += hist[:NUM_CLASSES]
             counts[NUM_CLASSES] += hist[IGNORE_INDEX]
             labelled += 1
         if frame.flow is not None:
-            save_npy(root / "flow" / f"{name}.npy", frame.flow.astype(np.float16))
-            write_bytes(
-                root / "flow_valid" / f"{name}.png",
-                encode_png(frame.flow_valid.astype(np.uint8) * 255),
-            )
+            np.save(root / "flow" / f"{name}.npy", frame.flow.astype(np.float16))
+            valid = encode_png(frame.flow_valid.astype(np.uint8) * 255)
+            (root / "flow_valid" / f"{name}.png").write_bytes(valid)
         homs[n] = frame.homography
         if progress is not None:
             progress()
-    save_npy(root / "homographies.npy", homs)
+    np.save(root / "homographies.npy", homs)
     return ClipSummary(
         cid, split, cfg.frames, labelled, counts.tolist(), render_s, time.perf_counter() - start
     )
 
 
 def _write_clip_job(args: tuple[SynthConfig, str, int, Path]) -> ClipSummary:
+    cv2.setNumThreads(0)  # sequential: the pool already runs one process per core
     return write_clip(*args)
 
 
