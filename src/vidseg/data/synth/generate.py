@@ -309,7 +309,13 @@ def _write_index(root: Path, cfg: SynthConfig) -> None:
         classes=UAVID_SSP_CLASSES,
         ignore_index=IGNORE_INDEX,
         fps=cfg.fps,
-        extra={"synthetic": {"generator_version": GENERATOR_VERSION, **cfg.to_dict()}},
+        # Every setting that shapes the data (not ``workers``, which only changes the speed).
+        extra={
+            "synthetic": {
+                "generator_version": GENERATOR_VERSION,
+                **{k: v for k, v in cfg.to_dict().items() if k != "workers"},
+            }
+        },
     )
     write_dataset_info(root, info)
 
