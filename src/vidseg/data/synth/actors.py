@@ -108,8 +108,9 @@ def populate(world: World, frames: int, fps: float, rng: np.random.Generator) ->
             way, starts, way.speed, frames, fps, m * 1.5, _inside(world, end[0]), brake=m * 1.0
         )
         for row in track:
-            for member in range(1 + int(rng.random() < 0.3)):  # some walk in pairs
-                lateral = (member - 0.5) * m * 0.9 if member else rng.uniform(-0.3, 0.3) * way.width
+            # Some walk in pairs: the second one beside the sidewalk's centre, a little behind.
+            for member in range(1 + int(rng.random() < 0.3)):
+                lateral = 0.45 * m if member else rng.uniform(-0.3, 0.3) * way.width
                 path = way.path.offset(lateral) if lateral else way.path
                 pos, heading = path.at(row - member * m * 0.4)
                 sway = np.sin(np.arange(frames) * 2 * np.pi * 1.8 / fps + rng.uniform(0, 6.3))
