@@ -273,18 +273,104 @@ def test_demo_settings_match_the_shipped_config():
     assert make_config(**shipped) == make_config(**DEMO_DATA)
 
 
+def test_demo_training_settings_match_the_shipped_config(tmp_path):
+    from pathlib import Path
+
+    from vidseg.cli.demo import demo_overrides
+    from vidseg.config import load_config
+    from vidseg.training.config import TrainConfig
+
+    shipped = Path(__file__).parents[2] / "configs/image/synth_demo.yaml"
+    from_file = load_config(TrainConfig, shipped, [f"trainer.out_dir={tmp_path}/runs"])
+    from_demo = load_config(TrainConfig, None, demo_overrides(Path("data/synth"), tmp_path, []))
+    assert from_file == from_demo
+
+
 def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     from vidseg.cli import demo
+    from vidseg.data import open_dataset
+    from vidseg.utils.video import read_video
 
-    # The same code path on a smaller dataset, to keep the default test run fast.
-    monkeypatch.setattr(demo, "DEMO_DATA", {**demo.DEMO_DATA, "frames": 8})
-    code, out, _ = run(
-        capsys, "-q", "demo", "--out", str(tmp_path), "--json", str(tmp_path / "d.json")
-    )
+    # The same code path on a smaller dataset and a short training, to keep the test fast.
+    small = {**demo.DEMO_DATA, "clips": 6, "frames": 8}
+    monkeypatch.setattr(demo, "DEMO_DATA", small)
+    args = ["-q", "demo", "--out", str(tmp_path), "--json", str(tmp_path / "d.json")]
+    train = ["trainer.epochs=2", "trainer.val_every=1", "data.crop=[64,64]", "trainer.batch_size=2"]
+    code, out, _ = run(capsys, *args, *train)
     assert code == 0
-    for title in ("1. synthetic dataset", "1. class frequency", "2. ground-truth checks"):
+    for title in ("1. synthetic dataset", "2. ground-truth checks", "4. results on the synthetic"):
         assert title in out
-    assert (tmp_path / "preview.png").is_file()
-    result = json.loads((tmp_path / "d.json").read_text())
-    assert result["dataset"]["frames"] == 6 * 8
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result == json.loads((tmp_path / "d.json").read_text())
+    (model,) = result["models"]
+    assert 0 <= model["miou"] <= 1
+    assert set(model["per_class_iou"]) == {c["name"] for c in demo_classes(tmp_path)}
+    assert model["latency"]["ms_median"] > 0
+    assert model["params"] > 100_000
     assert result["checks"][0]["min_label_agreement"] >= 0.97
+    curves = cv2.imread(str(tmp_path / "training_curves.png"))
+    assert curves is not None
+    assert curves.std() > 10  # three drawn charts, not a blank image
+    clip = open_dataset(tmp_path / "data", "val")[0]
+    video = read_video(tmp_path / "val_clip.mp4")
+    assert len(video) == len(clip.frames)
+    assert video[0].shape[1] == 3 * clip.size[1]
+    # The frame panel of the first video frame is the clip's first frame (lossy codec).
+    panel = video[0][-clip.size[0] :, : clip.size[1]].astype(float)
+    assert np.abs(panel - clip.image(clip.frames[0])).mean() < 12
+
+    # A second run reuses the identical dataset instead of regenerating it.
+    code, out, _ = run(capsys, *args, *train)
+    assert code == 0
+    assert "reusing" in out
+
+
+def demo_classes(root):
+    from vidseg.utils.io import read_yaml
+
+    return read_yaml(root / "data" / "dataset.yaml")["classes"]
+
+
+def test_train_and_eval_errors_are_one_line(tmp_path, capsys):
+    from pathlib import Path
+
+    tiny = str(Path(__file__).parents[2] / "configs/image/synth_tiny.yaml")
+    cases = [
+        (["eval", str(tmp_path / "nope")], "run directory"),
+        (["train", "--resume", str(tmp_path / "nope")], "does not exist"),
+        (["train", tiny, "trainer.epohcs=3"], "did you mean 'trainer.epochs'?"),
+        (["train", tiny, "model.backbone=hiera_smal", f"data.root={tmp_path}"], "hiera_small"),
+        (["train"], "missing CONFIG"),
+    ]
+    for argv, expected in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        text = " ".join(err.split())
+        assert text.startswith("error:"), err
+        assert expected in text, (argv, err)
+        assert "Traceback" not in err
+
+
+def test_train_with_a_sam2_checkpoint_missing_trunk_keys_fails_in_one_line(
+    tmp_path, capsys, dataset
+):
+    from pathlib import Path
+
+    import torch
+
+    ckpt = tmp_path / "sam2_hiera_tiny.pt"
+    torch.save({"model": {"image_encoder.trunk.pos_embed": torch.zeros(1, 96, 7, 7)}}, ckpt)
+    code, _, err = run(
+        capsys,
+        "train",
+        str(Path(__file__).parents[2] / "configs/image/synth_tiny.yaml"),
+        "model.backbone=hiera_tiny",
+        f"model.weights={ckpt}",
+        f"data.root={dataset}",
+        f"trainer.out_dir={tmp_path}/runs",
+    )
+    assert code == 2
+    text = " ".join(err.split())
+    assert "sam2_hiera_tiny.pt" in text
+    assert "missing" in text
+    assert "Traceback" not in err

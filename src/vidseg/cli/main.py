@@ -9,7 +9,7 @@ import sys
 from rich.text import Text
 
 from vidseg import __version__
-from vidseg.cli import data, demo
+from vidseg.cli import data, demo, train
 from vidseg.cli.common import Parser, suggest_unknown
 from vidseg.errors import VidsegError
 from vidseg.utils.console import console, setup_logging
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     data.register(commands)
+    train.register(commands)
     demo.register(commands)
     return parser
 

@@ -1,0 +1,1 @@
+"""Evaluation of trained models on clip-folder datasets (see docs/metrics.md)."""
