@@ -389,8 +389,15 @@ def _validate(fabric, cfg: TrainConfig, run: Run, val_data, logger: _MetricsLogg
     miou = result["miou"] if result["miou"] is not None else -1.0
     improved = run.best is None or miou > run.best["val_miou"]
     if run.rank == 0:
+        losses = [r["loss"] for r in run.history if "loss" in r]
         log.info(
-            "epoch %d: val mIoU %.2f%%%s", run.epoch, 100 * miou, " (best)" if improved else ""
+            "epoch %d/%d (step %d): train loss %.4f, val mIoU %.2f%%%s",
+            run.epoch,
+            cfg.trainer.epochs,
+            run.step,
+            losses[-1] if losses else float("nan"),
+            100 * miou,
+            " (best)" if improved else "",
         )
     if improved:
         run.best = {"val_miou": miou, "epoch": run.epoch, "step": run.step}
