@@ -256,3 +256,23 @@ def test_callbacks_see_every_step(tiny_root, tmp_path):
     train(cfg, callbacks=[Count()])
     assert [s[:3] for s in seen] == [(1, 0, 1), (2, 0, 2), (3, 0, 3)]
     assert all(loss > 0 for *_, loss in seen)
+
+
+def test_bf16_mixed_precision_trains_with_float32_weights(tiny_root, tmp_path):
+    seen = []
+
+    class Loss(Callback):
+        def on_step_end(self, run, loss):
+            seen.append(loss)
+
+    cfg = load_config(
+        TrainConfig,
+        None,
+        overrides(tiny_root, tmp_path, "trainer.epochs=2", "trainer.precision=bf16-mixed"),
+    )
+    run_dir = train(cfg, callbacks=[Loss()])
+    weights, _ = load_weights(run_dir / MODEL_FILE)
+    assert {v.dtype for k, v in weights.items() if v.is_floating_point()} == {torch.float32}
+    assert len(seen) == 6
+    assert all(0 < loss < 10 for loss in seen)
+    assert sum(seen[-3:]) < sum(seen[:3])
