@@ -306,7 +306,11 @@ def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert 0 <= model["miou"] <= 1
     assert set(model["per_class_iou"]) == {c["name"] for c in demo_classes(tmp_path)}
     assert model["latency"]["ms_median"] > 0
-    assert model["params"] > 100_000
+    from vidseg.models import count_parameters
+    from vidseg.training.checkpoint import load_run_model
+
+    trained, _ = load_run_model(model["run_dir"])
+    assert model["params"] == count_parameters(trained) > 100_000
     assert result["checks"][0]["min_label_agreement"] >= 0.97
     curves = cv2.imread(str(tmp_path / "training_curves.png"))
     assert curves is not None
