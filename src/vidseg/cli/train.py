@@ -123,9 +123,7 @@ def run_eval(args: argparse.Namespace) -> int:
     meter = evaluate_segmenter(
         model.to(device), dataset, resize=cfg.data.resize, crop=cfg.data.val_crop, device=device
     )
-    result = scores(meter, dataset.info.class_names)
-    result["miou"] = meter.compute(args.average)["miou"]
-    result["average"] = args.average
+    result = scores(meter, dataset.info.class_names, args.average)
     rows = [[name, percent(iou)] for name, iou in result["per_class_iou"].items()]
     stdout.print(
         table(f"{args.run_dir} on {root} ({args.split}, {args.weights})", ["class", "IoU %"], rows)

@@ -72,8 +72,10 @@ def evaluate_segmenter(
     return reduce(meter) if reduce is not None else meter
 
 
-def scores(meter: ConfusionMeter, class_names: Sequence[str]) -> dict[str, Any]:
-    """JSON-ready scores (fractions) with per-class IoU keyed by class name."""
-    result = meter.compute()
+def scores(
+    meter: ConfusionMeter, class_names: Sequence[str], average: str = "union"
+) -> dict[str, Any]:
+    """JSON-ready scores (fractions; mIoU by the ``average`` rule), per-class IoU by class name."""
+    result = meter.compute(average)
     result["per_class_iou"] = dict(zip(class_names, result["per_class_iou"], strict=True))
     return result

@@ -181,11 +181,13 @@ def load_state_dict_strict(model: Any, weights: dict[str, torch.Tensor], path: P
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
+        from vidseg.models.backbones.base import format_keys
+
         parts = []
         if missing:
-            parts.append(f"missing {', '.join(missing[:3])}")
+            parts.append(f"missing {format_keys(missing)}")
         if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+            parts.append(f"unexpected {format_keys(unexpected)}")
         raise ConfigError(f"{path} does not match the configured model: {'; '.join(parts)}")
     for key, value in weights.items():
         if value.shape != expected[key].shape:
