@@ -12,6 +12,7 @@ import pytest
 from vidseg.data import open_dataset, read_dataset_info
 from vidseg.data.classes import IGNORE_INDEX, UAVID_SSP_CLASSES
 from vidseg.data.synth import generate, iter_clip, make_config, synthesize, synthesize_with_summary
+from vidseg.data.synth.degrade import Degrader
 from vidseg.data.synth.world import HUMAN, VEHICLE
 from vidseg.errors import ConfigError
 from vidseg.geometry import homography_flow
@@ -210,6 +211,19 @@ def test_degradations_make_frames_flicker():
     degraded = frames_of(make_config(frames=2, size=96, degrade=1.0), with_flow=False)[0]
     np.testing.assert_array_equal(same_scene.labels, degraded.labels)
     assert np.abs(same_scene.image.astype(int) - degraded.image).mean() > 2
+
+
+def test_motion_blur_does_not_shift_the_content():
+    # A shifted blur kernel would move every blurred frame against its ground-truth geometry.
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:41, 0:41]
+    for _ in range(200):
+        impulse = np.zeros((41, 41, 3), np.float32)
+        impulse[20, 20] = 1
+        motion, extra = rng.uniform(-8, 8, 2), rng.uniform(0, 3)
+        out = Degrader._motion_blur(impulse, motion, extra)[..., 0]
+        centre = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
+        np.testing.assert_allclose(centre, [20, 20], atol=1e-4)
 
 
 def test_rendering_is_fast():

@@ -47,3 +47,44 @@ def conjugate_homography(
     """
     a_dst = a_src if a_dst is None else a_dst
     return normalize_homography(a_dst @ np.asarray(h, np.float64) @ np.linalg.inv(a_src))
+
+
+def resize_matrix(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> np.ndarray:
+    """3x3 map from pixel coordinates of an image of size ``src_hw`` to the same image resized
+    to ``dst_hw`` (``cv2.resize`` / ``F.interpolate(align_corners=False)``).
+
+    Pixel areas scale, so centres map as ``x' = (x + 0.5) * W'/W - 0.5`` (likewise for y).
+    """
+    (h0, w0), (h1, w1) = src_hw, dst_hw
+    if min(h0, w0, h1, w1) <= 0:
+        raise ValueError(f"sizes must be positive, got {src_hw} -> {dst_hw}")
+    sx, sy = w1 / w0, h1 / h0
+    return np.array(
+        [[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]], np.float64
+    )
+
+
+def stride_matrix(stride: float) -> np.ndarray:
+    """3x3 map from image pixel coordinates to those of a feature map at ``stride``.
+
+    Feature pixel u covers image pixels ``[u*s, (u+1)*s)``, so its centre is at image coordinate
+    ``u*s + (s-1)/2`` and ``u = (x + 0.5)/s - 0.5``. Bottom/right padding does not change this.
+    """
+    if stride <= 0:
+        raise ValueError(f"stride must be positive, got {stride}")
+    s = 1.0 / stride
+    return np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]])
+
+
+def rescale_homography(h: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """A homography between two frames, expressed after both were rescaled by ``scale``.
+
+    ``scale`` is a 3x3 pixel-coordinate map such as :func:`resize_matrix` or
+    :func:`stride_matrix`; the result is ``S @ h @ inv(S)``. ``h`` may be (3, 3) or a stack
+    (..., 3, 3). To go from a homography found at reduced resolution back to full resolution,
+    pass ``inv(S)`` (or ``resize_matrix(small, full)``).
+    """
+    h = np.asarray(h, np.float64)
+    scale = np.asarray(scale, np.float64)
+    out = scale @ h @ np.linalg.inv(scale)
+    return out / out[..., 2:3, 2:3]

@@ -137,5 +137,9 @@ class Degrader:
             cv2.LINE_AA,
             4,
         )
+        # An anti-aliased line is not point-symmetric about its centre; averaging it with its
+        # 180-degree rotation centres the kernel exactly, so blur never shifts the content
+        # against the ground-truth geometry.
+        kernel = 0.5 * (kernel + kernel[::-1, ::-1])
         kernel /= max(kernel.sum(), 1e-6)
         return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
