@@ -99,8 +99,22 @@ def test_a_run_learns_and_writes_the_contract_files(tiny_root, tmp_path):
     from vidseg.cli.main import main
 
     out_json = tmp_path / "eval.json"
-    assert main(["eval", str(run_dir), "--weights", "best", "--json", str(out_json)]) == 0
-    assert json.loads(out_json.read_text())["miou"] == pytest.approx(best["val_miou"], abs=1e-12)
+    out = tmp_path / "eval"
+    argv = ["eval", str(run_dir), "--weights", "best", "--json", str(out_json), "--out", str(out)]
+    assert main([*argv, "--save-predictions"]) == 0
+    result = json.loads(out_json.read_text())
+    assert result["miou"] == pytest.approx(best["val_miou"], abs=1e-12)
+    assert result == json.loads((out / "eval.json").read_text())
+    assert set(result["tc"]) == {"ssp", "clean"}
+    assert 0 < result["tc"]["ssp"] <= result["tc"]["clean"] <= 1
+    # The saved predictions, scored by `vidseg score`, give the same figures through the same
+    # code: only the header differs.
+    scored_json = tmp_path / "score.json"
+    score_argv = ["score", str(out / "predictions"), "--data", str(tiny_root), "--json"]
+    assert main([*score_argv, str(scored_json)]) == 0
+    scored = json.loads(scored_json.read_text())
+    for key in ("miou", "per_class_iou", "wiou", "tc", "mvc", "clips", "num_pixels"):
+        assert scored[key] == result[key]
     model, _ = load_run_model(run_dir, "last")
     weights, meta = load_weights(run_dir / MODEL_FILE)
     assert meta["step"] == 18

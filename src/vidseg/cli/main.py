@@ -9,7 +9,7 @@ import sys
 from rich.text import Text
 
 from vidseg import __version__
-from vidseg.cli import data, demo, train
+from vidseg.cli import bench, data, demo, evaluate, train
 from vidseg.cli.common import Parser, suggest_unknown
 from vidseg.errors import VidsegError
 from vidseg.utils.console import console, setup_logging
@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     data.register(commands)
     train.register(commands)
+    evaluate.register(commands)
     demo.register(commands)
+    bench.register(commands)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""``vidseg train`` and ``vidseg eval``: train an image segmentation model, score a run."""
+"""``vidseg train``: train an image segmentation model from a YAML config."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from vidseg.cli.common import percent, stdout, table, write_json
+from vidseg.cli.common import percent, stdout, write_json
 from vidseg.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-WEIGHTS = ("last", "best")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,30 +34,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--json", type=Path, metavar="PATH", help="also write a summary as JSON")
     train.set_defaults(run=run_train, parser=train)
-
-    evaluate = commands.add_parser(
-        "eval",
-        help="score a trained run on a split (mIoU, per-class IoU, WIoU, pixel accuracy)",
-        description="Run the model of RUN_DIR on every labelled frame of a split and print "
-        "per-class IoU, mIoU, WIoU and pixel accuracy from one global confusion matrix.",
-    )
-    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory")
-    evaluate.add_argument("--split", default="val", help="split to score")
-    evaluate.add_argument(
-        "--data", type=Path, metavar="ROOT", help="dataset root (default: the run's data.root)"
-    )
-    evaluate.add_argument(
-        "--weights", choices=WEIGHTS, default="last", help="model.safetensors or best.safetensors"
-    )
-    evaluate.add_argument(
-        "--average",
-        choices=("union", "gt", "all"),
-        default="union",
-        help="mIoU averaging rule (see docs/metrics.md)",
-    )
-    evaluate.add_argument("--device", default=None, help="torch device (default: cuda if present)")
-    evaluate.add_argument("--json", type=Path, metavar="PATH", help="also write the scores as JSON")
-    evaluate.set_defaults(run=run_eval, parser=evaluate)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -107,40 +81,3 @@ def _print_train_summary(run_dir: Path, json_path: Path | None) -> None:
         stdout.print(f"run {run_dir}: finished (no validation score)")
     if json_path:
         write_json(json_path, summary)
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from vidseg.data import open_dataset
-    from vidseg.evaluation.image import evaluate_segmenter, scores
-    from vidseg.training.checkpoint import load_run_model
-
-    model, cfg = load_run_model(args.run_dir, weights=args.weights)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    root = args.data or Path(cfg.data.root)
-    dataset = open_dataset(root, args.split)
-    meter = evaluate_segmenter(
-        model.to(device), dataset, resize=cfg.data.resize, crop=cfg.data.val_crop, device=device
-    )
-    result = scores(meter, dataset.info.class_names, args.average)
-    rows = [[name, percent(iou)] for name, iou in result["per_class_iou"].items()]
-    stdout.print(
-        table(f"{args.run_dir} on {root} ({args.split}, {args.weights})", ["class", "IoU %"], rows)
-    )
-    stdout.print(
-        f"mIoU ({args.average}) {percent(result['miou'])}  WIoU {percent(result['wiou'])}  "
-        f"pixel accuracy {percent(result['pixel_accuracy'])}  ({result['num_pixels']} pixels)"
-    )
-    if args.json:
-        write_json(
-            args.json,
-            {
-                "run_dir": str(args.run_dir),
-                "data": str(root),
-                "split": args.split,
-                "weights": args.weights,
-                **result,
-            },
-        )
-    return 0
