@@ -260,3 +260,48 @@ def _legend(img: np.ndarray, names: list[str], ink: np.ndarray, box: tuple[int, 
         color = SERIES_COLORS[i % len(SERIES_COLORS)]
         cv2.line(img, (lx + 6, cy), (lx + 28, cy), color, 2, cv2.LINE_AA)
         _text(img, name, (lx + 34, cy + 5))
+
+
+def bar_plot(
+    values: dict[str, float | None],
+    title: str,
+    xlabel: str,
+    colors: Sequence[Sequence[int]] | None = None,
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Horizontal bars ``{name: value}`` (values in [0, 100]; None drawn as 'n/a').
+
+    Bar ``i`` takes ``colors[i]`` (RGB; default a neutral blue). Returns an RGB uint8 image of
+    ``size`` (h, w), by default tall enough for 26 px per bar.
+    """
+    names = list(values)
+    label_w = max((_text_size(n)[0] for n in names), default=0) + 16
+    h, w = size if size is not None else (76 + 26 * len(names), 640)
+    img = np.full((h, w, 3), 255, np.uint8)
+    x0, x1 = label_w, w - 90
+    y0 = 56
+    row = (h - y0 - 10) / max(len(names), 1)
+    for t in range(0, 101, 20):
+        px = round(x0 + t / 100 * (x1 - x0))
+        cv2.line(img, (px, y0 - 4), (px, h - 10), (225, 225, 225))
+        _text(img, str(t), (px - _text_size(str(t))[0] // 2, y0 - 10))
+    for i, name in enumerate(names):
+        top = round(y0 + i * row + 3)
+        bottom = round(y0 + (i + 1) * row - 3)
+        mid = (top + bottom) // 2
+        tw, th = _text_size(name)
+        _text(img, name, (label_w - 8 - tw, mid + th // 2))
+        value = values[name]
+        if value is None or not np.isfinite(value):
+            _text(img, "n/a", (x0 + 4, mid + th // 2))
+            continue
+        color = tuple(int(c) for c in colors[i]) if colors is not None else (70, 110, 180)
+        end = round(x0 + min(max(value, 0.0), 100.0) / 100 * (x1 - x0))
+        cv2.rectangle(img, (x0, top), (max(end, x0 + 1), bottom), color, -1)
+        cv2.rectangle(img, (x0, top), (max(end, x0 + 1), bottom), _BLACK, 1)
+        _text(img, f"{value:.1f}", (end + 4, mid + th // 2))
+    tw, th = _text_size(title, 0.6)
+    cv2.putText(img, title, ((w - tw) // 2, 8 + th), _FONT, 0.6, _BLACK, 1, cv2.LINE_AA)
+    tw, _ = _text_size(xlabel)
+    _text(img, xlabel, (x1 + 24, y0 - 10))
+    return img

@@ -49,11 +49,12 @@ def test_scoring_the_ground_truth_gives_perfect_scores_and_its_own_tc(labelled, 
     assert result["pixel_accuracy"] == 1.0
     assert result["mvc"] == {"2": 1.0, "4": 1.0}
     # TC of the labels themselves, computed independently clip by clip with the metric function.
-    expected = {}
+    expected, expected_labels = {}, {}
     for protocol in ("ssp", "clean"):
-        values = []
+        values, label_values = [], []
         for clip in labelled:
-            labels = np.stack([as_prediction(clip.label(n)) for n in clip.frames])
+            raw = np.stack([clip.label(n) for n in clip.frames])
+            labels = np.stack([as_prediction(lab) for lab in raw])
             flows = np.stack([clip.flow(n) for n in clip.frames[1:]])
             valid = np.stack([clip.flow_valid(n) for n in clip.frames[1:]])
             values.append(
@@ -66,9 +67,23 @@ def test_scoring_the_ground_truth_gives_perfect_scores_and_its_own_tc(labelled, 
                     valid=valid if protocol == "clean" else None,
                 )
             )
+            label_values.append(
+                temporal_consistency(
+                    raw,
+                    flows,
+                    labelled.num_classes,
+                    protocol=protocol,
+                    direction="backward",
+                    valid=valid if protocol == "clean" else None,
+                )
+            )
         expected[protocol] = float(np.mean(values))
+        expected_labels[protocol] = float(np.mean(label_values))
     assert result["tc"]["ssp"] == pytest.approx(expected["ssp"], abs=1e-12)
     assert result["tc"]["clean"] == pytest.approx(expected["clean"], abs=1e-12)
+    # The labels' own TC (clutter not counted) is the ceiling reported beside it.
+    assert result["tc_labels"] == pytest.approx(expected_labels, abs=1e-12)
+    assert result["tc_labels"] != result["tc"]
     assert [row["clip"] for row in result["clips"]] == labelled.clip_ids
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vidseg.config import load_config
-from vidseg.data import synthesize
+from vidseg.data import open_dataset, synthesize
 from vidseg.errors import ConfigError
 from vidseg.training.checkpoint import (
     MODEL_FILE,
@@ -28,6 +28,7 @@ from vidseg.training.checkpoint import (
 )
 from vidseg.training.config import TrainConfig
 from vidseg.training.trainer import Callback, train
+from vidseg.utils.video import read_video
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -101,8 +102,13 @@ def test_a_run_learns_and_writes_the_contract_files(tiny_root, tmp_path):
     out_json = tmp_path / "eval.json"
     out = tmp_path / "eval"
     argv = ["eval", str(run_dir), "--weights", "best", "--json", str(out_json), "--out", str(out)]
-    assert main([*argv, "--save-predictions"]) == 0
+    assert main([*argv, "--save-predictions", "--video"]) == 0
     result = json.loads(out_json.read_text())
+    first_clip = open_dataset(tiny_root, "val")[0]
+    assert len(read_video(out / "clip.mp4")) == len(first_clip.frames)
+    page = (out / "report.html").read_text()
+    assert "data:video/mp4;base64," in page
+    assert page.count("data:image/png;base64,") == 4  # per-class IoU, 2 x TC, training curves
     assert result["miou"] == pytest.approx(best["val_miou"], abs=1e-12)
     assert result == json.loads((out / "eval.json").read_text())
     assert set(result["tc"]) == {"ssp", "clean"}

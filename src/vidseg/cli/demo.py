@@ -212,40 +212,12 @@ def _evaluate(run_dir: Path, root: Path, out: Path) -> dict[str, Any]:
 
 
 def _write_curves(run_dir: Path, path: Path) -> None:
-    import json
-
-    from vidseg.training.checkpoint import METRICS_FILE
+    from vidseg.evaluation.report import training_curves
     from vidseg.utils.io import write_png
-    from vidseg.visualize import grid, line_plot
 
-    records = [json.loads(x) for x in (run_dir / METRICS_FILE).read_text().splitlines()]
-    steps = [r for r in records if "loss" in r]
-    vals = [r for r in records if "val_miou" in r]
-    x = [r["step"] for r in steps]
-    panels = [
-        line_plot(
-            {"train loss": (x, [r["loss"] for r in steps])},
-            "training loss",
-            "step",
-            "cross-entropy",
-            size=(360, 480),
-        ),
-        line_plot(
-            {"learning rate": (x, [r["lr"] for r in steps])},
-            "learning rate",
-            "step",
-            "lr",
-            size=(360, 480),
-        ),
-        line_plot(
-            {"val mIoU": ([r["epoch"] for r in vals], [100 * r["val_miou"] for r in vals])},
-            "validation mIoU",
-            "epoch",
-            "mIoU %",
-            size=(360, 480),
-        ),
-    ]
-    write_png(path, grid([panels]))
+    curves = training_curves(run_dir)
+    if curves is not None:
+        write_png(path, curves)
 
 
 def _write_video(model: Any, clip: Any, palette: np.ndarray, path: Path, fps: float) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--save-predictions", action="store_true", help="also write prediction PNGs (class ids)"
     )
+    evaluate.add_argument(
+        "--video",
+        action="store_true",
+        help="write an overlay video of the first clip (clip.mp4) and embed it in report.html",
+    )
     _add_scoring_options(evaluate)
     evaluate.set_defaults(run=run_eval, parser=evaluate)
 
@@ -125,9 +131,11 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from vidseg.data import open_dataset
-    from vidseg.evaluation.video import PRED_DIR, evaluate_video
+    from vidseg.evaluation.video import PRED_DIR, evaluate_video, prepare
     from vidseg.models import as_video_model
     from vidseg.training.checkpoint import load_run_model
+    from vidseg.utils.video import VideoWriter
+    from vidseg.visualize import overlay
 
     model, cfg = load_run_model(args.run_dir, weights=args.weights)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -135,14 +143,28 @@ def run_eval(args: argparse.Namespace) -> int:
     dataset = open_dataset(root, args.split)
     options = _options(args, cfg.data.resize, cfg.data.val_crop)
     out = args.out or Path(args.run_dir) / "eval" / f"{args.split}-{args.weights}"
-    evaluator = evaluate_video(
-        as_video_model(model).to(device),
-        dataset,
-        options=options,
-        flow=_flow(args),
-        device=device,
-        save_predictions=out / PRED_DIR if args.save_predictions else None,
-    )
+    palette = _palette(dataset)
+    video = out / "clip.mp4" if args.video else None
+    with contextlib.ExitStack() as stack:
+        on_frame = None
+        if video is not None:
+            writer = stack.enter_context(VideoWriter(video, dataset.info.fps or 15.0))
+            first = dataset[0].id
+
+            def on_frame(clip: Any, n: int, pred: Any) -> None:
+                if clip.id == first:
+                    image, _ = prepare(clip.image(n), None, options, clip.id)
+                    writer.write(overlay(image, pred, palette))
+
+        evaluator = evaluate_video(
+            as_video_model(model).to(device),
+            dataset,
+            options=options,
+            flow=_flow(args),
+            device=device,
+            save_predictions=out / PRED_DIR if args.save_predictions else None,
+            on_frame=on_frame,
+        )
     header = {
         "run_dir": str(args.run_dir),
         "data": str(root),
@@ -150,7 +172,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "weights": args.weights,
         "flow": args.flow,
     }
-    _report(evaluator, dataset, header, out, args.json)
+    _report(evaluator, dataset, header, out, args.json, run_dir=args.run_dir, video=video)
     return 0
 
 
@@ -171,9 +193,23 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _palette(dataset: Any) -> Any:
+    import numpy as np
+
+    return np.array([c.color for c in dataset.info.classes], np.uint8)
+
+
 def _report(
-    evaluator: Any, dataset: Any, header: dict[str, Any], out: Path, json_path: Path | None
+    evaluator: Any,
+    dataset: Any,
+    header: dict[str, Any],
+    out: Path,
+    json_path: Path | None,
+    *,
+    run_dir: Path | None = None,
+    video: Path | None = None,
 ) -> None:
+    from vidseg.evaluation.report import write_report
     from vidseg.evaluation.video import clips_csv, markdown_summary
 
     result = {**header, **evaluator.result(dataset.info.class_names)}
@@ -185,6 +221,7 @@ def _report(
         f"pixel accuracy {percent(result['pixel_accuracy'])}  ({result['num_pixels']} pixels)"
     )
     temporal = [f"TC ({p}) {percent(v)}" for p, v in result["tc"].items()]
+    temporal += [f"labels' TC ({p}) {percent(v)}" for p, v in result["tc_labels"].items()]
     temporal += [f"mVC{k} {percent(v)}" for k, v in result["mvc"].items()]
     if temporal:
         stdout.print("  ".join(temporal))
@@ -194,6 +231,9 @@ def _report(
         handle.write(clips_csv(result["clips"]))
     with atomic_write(out / "summary.md", "w") as handle:
         handle.write(markdown_summary(result))
-    log.info("wrote %s, %s and %s", out / "eval.json", out / "clips.csv", out / "summary.md")
+    page = write_report(
+        result, evaluator.clips, out, palette=_palette(dataset), run_dir=run_dir, video=video
+    )
+    log.info("wrote eval.json, clips.csv, summary.md, the plots and %s", page)
     if json_path:
         write_json(json_path, result)

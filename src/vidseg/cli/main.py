@@ -9,7 +9,7 @@ import sys
 from rich.text import Text
 
 from vidseg import __version__
-from vidseg.cli import bench, data, demo, evaluate, train
+from vidseg.cli import bench, data, demo, evaluate, predict, train
 from vidseg.cli.common import Parser, suggest_unknown
 from vidseg.errors import VidsegError
 from vidseg.utils.console import console, setup_logging
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(commands)
     train.register(commands)
     evaluate.register(commands)
+    predict.register(commands)
     demo.register(commands)
     bench.register(commands)
     return parser

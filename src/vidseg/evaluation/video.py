@@ -67,6 +67,8 @@ class ClipResult:
     confusion: ConfusionMeter
     tc: dict[str, float] = field(default_factory=dict)
     vc: dict[int, VideoConsistency] = field(default_factory=dict)
+    # (frame number, TC of the pair ending there) per protocol: TC over time, for the plots
+    tc_pairs: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -85,14 +87,22 @@ class Evaluator:
             p: TemporalConsistencyMeter(num_classes, protocol=p, direction=options.flow_direction)
             for p in options.tc_protocols
         }
+        # The same TC of the ground-truth labels, on pairs of labelled frames: the ceiling a
+        # perfect model reaches under this flow (with ground-truth flow, the data's own limit).
+        self.tc_labels = {
+            p: TemporalConsistencyMeter(num_classes, protocol=p, direction=options.flow_direction)
+            for p in options.tc_protocols
+        }
         self.vc = {k: VideoConsistencyMeter(k) for k in options.vc_windows}
         self.clips: list[ClipResult] = []
         self._clip: ClipResult | None = None
         self._prev: np.ndarray | None = None
+        self._prev_label: np.ndarray | None = None
 
     def start_clip(self, clip_id: str) -> None:
         self._clip = ClipResult(clip_id, 0, 0, ConfusionMeter(self.num_classes, self.ignore_index))
         self._prev = None
+        self._prev_label = None
 
     def add(
         self,
@@ -102,10 +112,11 @@ class Evaluator:
         valid: np.ndarray | None = None,
         *,
         restart: bool = False,
+        frame: int | None = None,
     ) -> None:
         """One frame: ``pred`` (H, W) class ids, its ``label`` or None, and the flow from the
         previous frame to this one (H, W, 2) with an optional validity mask; ``restart`` marks a
-        gap in the frame numbers (no pair with the previous frame)."""
+        gap in the frame numbers (no pair with the previous frame); ``frame`` is its number."""
         clip = self._require_clip()
         clip.frames += 1
         if label is not None:
@@ -116,18 +127,25 @@ class Evaluator:
             for protocol, meter in self.tc.items():
                 # The ssp protocol has no mask by definition; clean excludes the flow's invalid
                 # pixels on request.
-                use_mask = protocol == "clean" and self.options.occlusion
-                meter.update(self._prev, pred, flow, valid if use_mask else None)
+                mask = valid if protocol == "clean" and self.options.occlusion else None
+                value = meter.update(self._prev, pred, flow, mask)
+                where = frame if frame is not None else clip.frames - 1
+                clip.tc_pairs.setdefault(protocol, []).append((where, value))
+                if label is not None and self._prev_label is not None:
+                    self.tc_labels[protocol].update(self._prev_label, label, flow, mask)
         for meter in self.vc.values():
             if label is None:
                 meter.skip()
             else:
                 meter.update(pred, label)
         self._prev = pred
+        self._prev_label = label
 
     def end_clip(self) -> ClipResult:
         clip = self._require_clip()
         clip.tc = {p: meter.end_clip(clip.clip) for p, meter in self.tc.items()}
+        for meter in self.tc_labels.values():
+            meter.end_clip(clip.clip)
         clip.vc = {k: meter.end_clip(clip.clip) for k, meter in self.vc.items()}
         self.clips.append(clip)
         self._clip = None
@@ -143,6 +161,7 @@ class Evaluator:
         scores = self.confusion.compute(self.options.average)
         scores["per_class_iou"] = dict(zip(class_names, scores["per_class_iou"], strict=True))
         scores["tc"] = {p: _finite(meter.compute()) for p, meter in self.tc.items()}
+        scores["tc_labels"] = {p: _finite(m.compute()) for p, m in self.tc_labels.items()}
         scores["mvc"] = {str(k): _finite(meter.compute()) for k, meter in self.vc.items()}
         scores["clips"] = [self.clip_row(c) for c in self.clips]
         return scores
@@ -274,7 +293,7 @@ def score_split(
                     motion, valid = clip_flow(flow, clip, previous, n)
                     if motion is not None:
                         motion = _flow_at(motion, pred.shape)
-                evaluator.add(pred, label, motion, valid, restart=restart)
+                evaluator.add(pred, label, motion, valid, restart=restart, frame=n)
                 if on_frame is not None:
                     on_frame(clip, n, pred)
                 previous = n
@@ -292,11 +311,13 @@ def evaluate_video(
     flow: FlowEstimator | None = None,
     device: torch.device | str = "cpu",
     save_predictions: Path | None = None,
+    on_frame: Callable[[Clip, int, np.ndarray], None] | None = None,
     show_progress: bool = True,
 ) -> Evaluator:
     """Stream ``model`` over every clip of ``dataset`` and score it (see the module docstring).
 
-    ``save_predictions`` writes ``<dir>/<clip>/<n>.png`` class-id maps.
+    ``save_predictions`` writes ``<dir>/<clip>/<n>.png`` class-id maps; ``on_frame(clip, n,
+    pred)`` sees every prediction too.
     """
     options = options or EvalOptions()
     device = torch.device(device)
@@ -304,6 +325,8 @@ def evaluate_video(
     def save(clip: Clip, n: int, pred: np.ndarray) -> None:
         if save_predictions is not None:
             write_png(save_predictions / clip.id / f"{n:06d}.png", pred)
+        if on_frame is not None:
+            on_frame(clip, n, pred)
 
     was_training = model.training
     model.eval()
@@ -388,6 +411,15 @@ def markdown_summary(result: dict[str, Any]) -> str:
         f"mIoU rule: `{result['average']}`; {result['num_pixels']} labelled pixels. "
         "Values in %. Protocols: docs/metrics.md.",
         "",
+        *(
+            [
+                "TC of the ground-truth labels under the same flow (the ceiling): "
+                + ", ".join(f"{p} {pct(v)}" for p, v in result["tc_labels"].items()),
+                "",
+            ]
+            if result.get("tc_labels")
+            else []
+        ),
         "| class | IoU |",
         "|---|---|",
     ]

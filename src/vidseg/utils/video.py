@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -158,27 +159,55 @@ class VideoWriter:
                 os.unlink(tmp)
 
 
-def read_video(path: str | os.PathLike[str]) -> list[np.ndarray]:
-    """Decode every frame of a video as RGB ``uint8`` HxWx3 (PyAV if installed, else OpenCV)."""
+def iter_video(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
+    """Decode a video frame by frame as RGB ``uint8`` HxWx3 (PyAV if installed, else OpenCV).
+
+    Frames are yielded as they are decoded, so a long video never sits in memory whole.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: video file not found")
     av = _pyav()
+    count = 0
     if av is not None:
         try:
             with av.open(str(path)) as container:
-                frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+                for frame in container.decode(video=0):
+                    count += 1
+                    yield frame.to_ndarray(format="rgb24")
         except (av.FFmpegError, ValueError) as exc:
             raise DataError(f"{path}: cannot decode video ({exc})") from None
     else:
         capture = cv2.VideoCapture(str(path))
-        frames = []
-        while capture.isOpened():
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-        capture.release()
-    if not frames:
+        try:
+            while capture.isOpened():
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                count += 1
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        finally:
+            capture.release()
+    if count == 0:
         raise DataError(f"{path}: no decodable video frames")
-    return frames
+
+
+def video_fps(path: str | os.PathLike[str], default: float = 15.0) -> float:
+    """The frame rate a video declares, or ``default`` when it declares none."""
+    av = _pyav()
+    if av is not None:
+        try:
+            with av.open(str(path)) as container:
+                rate = container.streams.video[0].average_rate
+                return float(rate) if rate else default
+        except (av.FFmpegError, ValueError, IndexError):
+            return default
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    return float(fps) if fps and fps > 0 else default
+
+
+def read_video(path: str | os.PathLike[str]) -> list[np.ndarray]:
+    """Decode every frame of a video as RGB ``uint8`` HxWx3 (see :func:`iter_video`)."""
+    return list(iter_video(path))
