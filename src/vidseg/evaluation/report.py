@@ -85,6 +85,18 @@ def training_curves(run_dir: Path) -> np.ndarray | None:
     return grid([panels])
 
 
+_COLUMN_TITLES = {"miou": "mIoU", "pixel_accuracy": "pixel accuracy", "labelled": "labelled"}
+
+
+def _column_title(key: str) -> str:
+    """Display name of a per-clip column: ``tc_ssp`` -> ``TC ssp``, ``vc8`` -> ``VC8``."""
+    if key in _COLUMN_TITLES:
+        return _COLUMN_TITLES[key]
+    if key.startswith("tc_"):
+        return "TC " + key[3:]
+    return key.upper() if key.startswith("vc") else key
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -167,7 +179,7 @@ def write_report(
         parts += [
             "<h2>Clips</h2>",
             _table(
-                ["clip", *columns],
+                ["clip", *(_column_title(k) for k in columns)],
                 [
                     [r["clip"]]
                     + [r[k] if k in ("frames", "labelled") else _pct(r[k]) for k in columns]
