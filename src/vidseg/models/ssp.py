@@ -1,0 +1,338 @@
+"""SSP: Semantic Similarity Propagation (CVPR 2025) around any image segmenter.
+
+For consecutive frames t-1 and t, the previous output is aligned to frame t by a global
+homography ``H_{t-1 -> t}`` and blended with the current prediction through a per-pixel
+similarity map computed from the aligned previous and the current stride-4 features:
+
+    out_t = sim * warp(out_{t-1}, H) + (1 - sim) * image_model(frame_t)
+
+``sim`` is the weight of the propagated previous prediction. Pixels with no previous frame
+behind them (outside the warped previous frame) take the current prediction (sim = 0 there).
+
+Streaming (:meth:`SSP.step`) runs the backbone once per frame: the previous frame's stage-1
+features, its fused logits and the raw frame (for registration) are the state. Training
+(:meth:`SSP.forward_pair`) pushes the previous and the current frames through the backbone in one
+batched pass, as the official code's two passes do, and returns what the losses need.
+Conventions: logits (B, C, H, W) at the frame size; homographies map previous-frame pixel
+coordinates to current-frame ones (docs/motion.md).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidseg.errors import ConfigError
+from vidseg.geometry import rescale_homography, stride_matrix, warp_homography
+from vidseg.geometry.registration import Registrar, make_registration_config
+from vidseg.models.segmenter import Segmenter
+from vidseg.models.streaming import VideoModel
+from vidseg.utils.images import tensor_to_rgb_uint8
+from vidseg.utils.profiling import external
+
+FEATURE_STRIDE = 4
+FUSE_AT = ("full", "stride4")
+
+
+class _LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _ConvNeXtBlock(nn.Module):
+    """Depthwise 7x7, LayerNorm, 1x1 expansion x4, GELU, 1x1 projection, residual."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = _LayerNorm2d(channels, eps=1e-6)
+        self.pwconv1 = nn.Conv2d(channels, 4 * channels, 1)
+        self.pwconv2 = nn.Conv2d(4 * channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.pwconv2(F.gelu(self.pwconv1(self.norm(self.dwconv(x)))))
+
+
+def _sim_head(channels: int) -> nn.Sequential:
+    """3x3 conv C -> C/2, BN, ReLU, 1x1 conv -> 1, sigmoid: the 'convbase' head."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels // 2, 3, padding=1),
+        nn.BatchNorm2d(channels // 2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels // 2, 1, 1),
+        nn.Sigmoid(),
+    )
+
+
+class SimilarityOp(nn.Module, ABC):
+    """Maps (aligned previous, current) stride-4 features (B, E, h, w) to sim (B, 1, h, w)."""
+
+    @abstractmethod
+    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
+        """sim in [0, 1] (B, 1, h, w): the weight of the propagated previous prediction."""
+
+
+class ConvSim(SimilarityOp):
+    """The paper's op: concat (2E), 3x3 conv 2E -> E, BN, ReLU, then the convbase head."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(2 * channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            *_sim_head(channels),
+        )
+
+    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
+        return self.net(torch.cat([prev, cur], dim=1))
+
+
+class ConvBaseSim(SimilarityOp):
+    """Only the aligned previous features through the convbase head (ignores the current)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.net = _sim_head(channels)
+
+    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
+        return self.net(prev)
+
+
+class Conv2Sim(SimilarityOp):
+    """Concat (2E), one ConvNeXt block on 2E, keep the first (previous) E channels, convbase."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block = _ConvNeXtBlock(2 * channels)
+        self.head = _sim_head(channels)
+        self.channels = channels
+
+    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
+        mixed = self.block(torch.cat([prev, cur], dim=1))
+        return self.head(mixed[:, : self.channels])
+
+
+class CosineSim(SimilarityOp):
+    """The ablation's parameter-free op: clamp(cos, 0, 1)^4, at most 0.95."""
+
+    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
+        cos = F.cosine_similarity(prev, cur, dim=1, eps=1e-8).unsqueeze(1)
+        return cos.clamp(0, 1).pow(4).clamp(max=0.95)
+
+
+class ConstantSim(SimilarityOp):
+    """sim = ``value`` everywhere: 0 is 'no interpolation' (the image model), 1 'reuse'."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
+        return cur.new_full((cur.shape[0], 1, *cur.shape[-2:]), self.value)
+
+
+class AverageSim(SimilarityOp):
+    """One learnable weight, initialised to 0.5 and clamped to [0, 1] (the official one is not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
+        weight = self.alpha.clamp(0, 1)
+        return weight.expand(cur.shape[0], 1, *cur.shape[-2:])
+
+
+SIM_OPS = {
+    "conv": ConvSim,
+    "convbase": ConvBaseSim,
+    "conv2": Conv2Sim,
+    "cossim": lambda channels: CosineSim(),
+    "constant": lambda channels: ConstantSim(0.0),
+    "reuse": lambda channels: ConstantSim(1.0),
+    "avg": lambda channels: AverageSim(),
+}
+
+
+def build_sim_op(name: str, channels: int) -> SimilarityOp:
+    """The similarity op ``name`` for stride-4 features of ``channels`` channels."""
+    from vidseg.models.backbones.base import unknown_name_error
+
+    if name not in SIM_OPS:
+        raise unknown_name_error("similarity op", name, list(SIM_OPS), key="ssp.sim_op")
+    return SIM_OPS[name](channels)
+
+
+@dataclass
+class SSPConfig:
+    """Settings of :class:`SSP` (the paper's defaults)."""
+
+    sim_op: str = "conv"
+    fuse_at: str = "full"  # full: fuse upsampled logits (the paper); stride4: fuse, then upsample
+    features_mode: str = "bilinear"  # sampling of the warped stride-4 features
+    logits_mode: str = "bilinear"  # sampling of the warped previous logits
+    # Registration settings (vidseg.geometry.RegistrationConfig fields), method orb by default.
+    registration: dict[str, Any] = field(default_factory=lambda: {"method": "orb"})
+
+    def __post_init__(self) -> None:
+        if self.fuse_at not in FUSE_AT:
+            raise ConfigError(
+                f"ssp.fuse_at must be one of {', '.join(FUSE_AT)}, got '{self.fuse_at}'"
+            )
+        for key in ("features_mode", "logits_mode"):
+            if getattr(self, key) not in ("bilinear", "nearest"):
+                raise ConfigError(
+                    f"ssp.{key} must be bilinear or nearest, got '{getattr(self, key)}'"
+                )
+
+
+@dataclass
+class SSPState:
+    """What :meth:`SSP.step` carries from frame to frame."""
+
+    frame: np.ndarray  # (B, H, W, 3) uint8 RGB of the previous frame, for registration
+    features: Tensor  # (B, E, h, w) its stride-4 features (raw, not warped)
+    logits: Tensor  # (B, C, H', W') its fused logits (H' x W' = frame or stride-4 size)
+
+
+class SSP(VideoModel):
+    """Semantic similarity propagation around ``segmenter`` (see the module docstring)."""
+
+    def __init__(self, segmenter: Segmenter, config: SSPConfig | None = None) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+        self.config = config or SSPConfig()
+        self.feature_channels = segmenter.encoder_channels[0]
+        self.sim_op = build_sim_op(self.config.sim_op, self.feature_channels)
+        options = dict(self.config.registration)
+        self.registrar = Registrar(make_registration_config(**options))
+
+    # -- the fusion, shared by streaming, offline and training paths --------------------------
+
+    def _logits(self, features: list[Tensor], height: int, width: int) -> Tensor:
+        logits = self.segmenter.decode(features)
+        if self.config.fuse_at == "full":
+            return self.segmenter.upsample_logits(logits, height, width)
+        return logits
+
+    def fuse(
+        self,
+        prev_logits: Tensor,
+        prev_features: Tensor,
+        logits: Tensor,
+        features: Tensor,
+        h_prev_to_cur: Tensor | np.ndarray,
+        image_size: tuple[int, int],
+    ) -> tuple[Tensor, Tensor]:
+        """Fused logits (same grid as ``logits``) and sim (B, 1, same grid).
+
+        ``h_prev_to_cur`` (B, 3, 3) is in image pixels; the feature and stride-4 logit grids
+        use it conjugated by the stride (pixel-centre convention).
+        """
+        h = torch.as_tensor(h_prev_to_cur, dtype=torch.float64, device=logits.device)
+        h_feat = torch.as_tensor(
+            rescale_homography(h.cpu().numpy(), stride_matrix(FEATURE_STRIDE)),
+            device=logits.device,
+        )
+        h_logits = h if logits.shape[-2:] == tuple(image_size) else h_feat
+        warped_feats, _ = warp_homography(prev_features, h_feat, mode=self.config.features_mode)
+        warped, valid = warp_homography(prev_logits, h_logits, mode=self.config.logits_mode)
+        sim = self.sim_op(warped_feats, features)
+        if sim.shape[-2:] != logits.shape[-2:]:
+            sim = F.interpolate(sim, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+        # No previous frame behind a pixel: the current prediction alone.
+        sim = sim * valid.to(sim.dtype)
+        return sim * warped + (1 - sim) * logits, sim
+
+    def _output(self, logits: Tensor, height: int, width: int) -> Tensor:
+        if logits.shape[-2:] == (height, width):
+            return logits
+        return self.segmenter.upsample_logits(logits, height, width)
+
+    # -- streaming ----------------------------------------------------------------------------
+
+    def init_state(self) -> SSPState | None:
+        return None
+
+    def register(self, prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+        """(B, 3, 3) homographies prev -> cur of (B, H, W, 3) uint8 frames, timed as external."""
+        with external("registration"):
+            hs, _ = self.registrar.batch(prev, cur)
+        return hs
+
+    def step(self, frame: Tensor, state: SSPState | None) -> tuple[Tensor, SSPState]:
+        height, width = frame.shape[-2:]
+        raw = tensor_to_rgb_uint8(frame)
+        features = self.segmenter.encode(frame)
+        logits = self._logits(features, height, width)
+        if state is not None:
+            hs = self.register(state.frame, raw)
+            logits, _ = self.fuse(
+                state.logits, state.features, logits, features[0], hs, (height, width)
+            )
+        new_state = SSPState(raw, features[0], logits)
+        return self._output(logits, height, width), new_state
+
+    @torch.no_grad()
+    def forward_offline(self, frames: Tensor, homographies: Tensor | np.ndarray) -> Tensor:
+        """The recursion of :meth:`step` on a whole clip, with the backbone on all frames at once.
+
+        ``frames`` (T, B, 3, H, W); ``homographies`` (T-1, B, 3, 3), entry i maps frame i to
+        i+1. Returns (T, B, C, H, W). The reference the streaming path is tested against.
+        """
+        t, b = frames.shape[:2]
+        height, width = frames.shape[-2:]
+        features = self.segmenter.encode(frames.flatten(0, 1))
+        logits = self._logits(features, height, width).unflatten(0, (t, b))
+        stage1 = features[0].unflatten(0, (t, b))
+        outputs = [logits[0]]
+        for i in range(1, t):
+            fused, _ = self.fuse(
+                outputs[-1],
+                stage1[i - 1],
+                logits[i],
+                stage1[i],
+                homographies[i - 1],
+                (height, width),
+            )
+            outputs.append(fused)
+        return torch.stack([self._output(o, height, width) for o in outputs])
+
+    # -- training -----------------------------------------------------------------------------
+
+    def forward_pair(
+        self, frames: Tensor, prev_frames: Tensor, homographies: Tensor | np.ndarray | None = None
+    ) -> dict[str, Tensor]:
+        """Training forward on (current, previous) frames (B, 3, H, W), backbone in one pass.
+
+        ``homographies`` (B, 3, 3) prev -> cur; registered here when None. Returns ``fused``
+        (B, C, H, W), ``prev_logits`` (the previous frame's raw logits, unwarped, at the frame
+        size, as the temporal consistency loss needs) and ``sim`` (on the fusion grid).
+        """
+        b = frames.shape[0]
+        height, width = frames.shape[-2:]
+        if homographies is None:
+            homographies = self.register(
+                tensor_to_rgb_uint8(prev_frames), tensor_to_rgb_uint8(frames)
+            )
+        features = self.segmenter.encode(torch.cat([prev_frames, frames]))
+        logits = self._logits(features, height, width)
+        prev_logits, cur_logits = logits[:b], logits[b:]
+        prev_feats, cur_feats = features[0][:b], features[0][b:]
+        fused, sim = self.fuse(
+            prev_logits, prev_feats, cur_logits, cur_feats, homographies, (height, width)
+        )
+        return {
+            "fused": self._output(fused, height, width),
+            "prev_logits": self._output(prev_logits, height, width),
+            "sim": sim,
+        }
