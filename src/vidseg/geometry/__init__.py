@@ -30,6 +30,7 @@ from vidseg.geometry.warp import (
     pixel_grid,
     resize_flow,
     sample,
+    ssp_flowwarp,
     warp_flow,
     warp_homography,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "resize_flow",
     "resize_matrix",
     "sample",
+    "ssp_flowwarp",
     "stride_matrix",
     "warp_flow",
     "warp_homography",

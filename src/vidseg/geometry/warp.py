@@ -205,3 +205,19 @@ def photometric_weight(image: Tensor, warped: Tensor, *, signed_sum: bool = Fals
     diff = image - warped
     dist = diff.sum(1, keepdim=True).abs() if signed_sum else diff.abs().sum(1, keepdim=True)
     return torch.exp(-dist)
+
+
+def ssp_flowwarp(x: Tensor, flow: Tensor, mode: Mode = "nearest") -> Tensor:
+    """The official SSP ``flowwarp``, reproduced for comparable numbers: (B, C, H, W) float.
+
+    ``flow`` (B, 2, H, W) is ``flow_a_to_b`` and ``x`` a map of frame b. The grid is normalised
+    as ``2x / (W - 1) - 1`` but sampled with ``align_corners=False``, so pixel x of frame a reads
+    ``x_b`` at ``(x + dx) W / (W - 1) - 0.5`` (a stretch of up to half a pixel; nearest rounds
+    ties to even); outside the image it reads 0. Use :func:`warp_flow` for the correct warp.
+    """
+    height, width = x.shape[-2:]
+    coords = pixel_grid(height, width, device=flow.device, dtype=flow.dtype) + flow
+    gx = 2.0 * coords[:, 0] / max(width - 1, 1) - 1.0
+    gy = 2.0 * coords[:, 1] / max(height - 1, 1) - 1.0
+    grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)

@@ -18,12 +18,11 @@ from typing import Final, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vidseg.data.classes import IGNORE_INDEX
 from vidseg.errors import ConfigError
-from vidseg.geometry.warp import pixel_grid, warp_flow
+from vidseg.geometry.warp import ssp_flowwarp, warp_flow
 from vidseg.metrics.segmentation import MetricInputError, confusion_matrix, miou
 
 Protocol = Literal["ssp", "clean"]
@@ -92,21 +91,6 @@ def _mask(
 
 
 # --------------------------------------------------------------------------- warping
-
-
-def ssp_flowwarp(x: Tensor, flow: Tensor) -> Tensor:
-    """The official SSP ``flowwarp`` with nearest sampling: (B, C, H, W) float -> same shape.
-
-    ``flow`` (B, 2, H, W) is ``flow_a_to_b`` and ``x`` a map of frame b. The grid is normalised
-    as ``2x / (W - 1) - 1`` but sampled with ``align_corners=False``, so pixel x of frame a reads
-    ``x_b`` at ``round((x + dx) W / (W - 1) - 0.5)`` (ties to even); outside indices read 0.
-    """
-    height, width = x.shape[-2:]
-    coords = pixel_grid(height, width, device=flow.device) + flow
-    gx = 2.0 * coords[:, 0] / max(width - 1, 1) - 1.0
-    gy = 2.0 * coords[:, 1] / max(height - 1, 1) - 1.0
-    grid = torch.stack([gx, gy], dim=-1)
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def _warp_labels(labels: Tensor, flow: Tensor, protocol: str) -> tuple[Tensor, Tensor | None]:
