@@ -1,4 +1,6 @@
+import copy
 import itertools
+import pickle
 
 import numpy as np
 import pytest
@@ -98,6 +100,22 @@ def test_streaming_equals_the_offline_forward(clip, fuse_at):
         torch.testing.assert_close(logits, offline[t], atol=1e-5, rtol=1e-5)
     # The propagation changes the output from frame 1 on.
     assert not torch.allclose(offline[2], model.segmenter(frames[2]), atol=1e-3)
+
+
+@torch.no_grad()
+def test_registration_in_a_worker_thread_gives_the_same_stream(clip):
+    frames, _ = clip
+    parallel = ssp("conv", parallel_registration=True)
+    serial = copy.deepcopy(parallel)
+    serial.config.parallel_registration = False
+    states = [None, None]
+    for frame in frames:
+        a, states[0] = parallel.step(frame, states[0])
+        b, states[1] = serial.step(frame, states[1])
+        assert torch.equal(a, b)
+    # The worker thread is not part of the model's state: it copies and pickles.
+    restored = pickle.loads(pickle.dumps(parallel))
+    assert torch.equal(restored.step(frames[0], None)[0], parallel.step(frames[0], None)[0])
 
 
 @torch.no_grad()

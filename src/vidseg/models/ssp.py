@@ -20,6 +20,7 @@ coordinates to current-frame ones (docs/motion.md).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +183,10 @@ class SSPConfig:
     logits_mode: str = "bilinear"  # sampling of the warped previous logits
     # Registration settings (vidseg.geometry.RegistrationConfig fields), method orb by default.
     registration: dict[str, Any] = field(default_factory=lambda: {"method": "orb"})
+    # Streaming: register the frame pair in a worker thread while the backbone runs (OpenCV and
+    # torch both release the GIL). Pays off when the network runs on a GPU or on cores of its
+    # own; on a 2-core CPU shared with torch it measured no faster (docs/ssp.md).
+    parallel_registration: bool = False
 
     def __post_init__(self) -> None:
         if self.fuse_at not in FUSE_AT:
@@ -263,6 +268,19 @@ class SSP(VideoModel):
     def init_state(self) -> SSPState | None:
         return None
 
+    def _pool(self) -> ThreadPoolExecutor:
+        # Created on first use and not pickled or copied with the module: threads cannot be.
+        pool = self.__dict__.get("_registration_pool")
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssp-registration")
+            self.__dict__["_registration_pool"] = pool
+        return pool
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_registration_pool", None)
+        return state
+
     def register(self, prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
         """(B, 3, 3) homographies prev -> cur of (B, H, W, 3) uint8 frames, timed as external."""
         with external("registration"):
@@ -272,10 +290,13 @@ class SSP(VideoModel):
     def step(self, frame: Tensor, state: SSPState | None) -> tuple[Tensor, SSPState]:
         height, width = frame.shape[-2:]
         raw = tensor_to_rgb_uint8(frame)
+        pending = None
+        if state is not None and self.config.parallel_registration:
+            pending = self._pool().submit(self.register, state.frame, raw)
         features = self.segmenter.encode(frame)
         logits = self._logits(features, height, width)
         if state is not None:
-            hs = self.register(state.frame, raw)
+            hs = pending.result() if pending is not None else self.register(state.frame, raw)
             logits, _ = self.fuse(
                 state.logits, state.features, logits, features[0], hs, (height, width)
             )
