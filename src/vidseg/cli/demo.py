@@ -154,6 +154,7 @@ def _evaluate(run_dir: Path, root: Path, out: Path) -> dict[str, Any]:
     import torch
 
     from vidseg.data import open_dataset
+    from vidseg.data.classes import class_palette
     from vidseg.evaluation.image import evaluate_segmenter, scores
     from vidseg.evaluation.speed import measure_latency
     from vidseg.models import count_parameters
@@ -191,7 +192,7 @@ def _evaluate(run_dir: Path, root: Path, out: Path) -> dict[str, Any]:
     )
     _write_curves(run_dir, out / "training_curves.png")
     with torch.no_grad():
-        palette = np.array([c.color for c in val.info.classes], np.uint8)
+        palette = class_palette(val.info.classes)
         _write_video(model, val[0], palette, out / "val_clip.mp4", val.info.fps)
     return {
         "models": [

@@ -131,6 +131,7 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from vidseg.data import open_dataset
+    from vidseg.data.classes import class_palette
     from vidseg.evaluation.video import PRED_DIR, evaluate_video, prepare
     from vidseg.models import as_video_model
     from vidseg.training.checkpoint import load_run_model
@@ -143,7 +144,7 @@ def run_eval(args: argparse.Namespace) -> int:
     dataset = open_dataset(root, args.split)
     options = _options(args, cfg.data.resize, cfg.data.val_crop)
     out = args.out or Path(args.run_dir) / "eval" / f"{args.split}-{args.weights}"
-    palette = _palette(dataset)
+    palette = class_palette(dataset.info.classes)
     video = out / "clip.mp4" if args.video else None
     with contextlib.ExitStack() as stack:
         on_frame = None
@@ -193,12 +194,6 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _palette(dataset: Any) -> Any:
-    import numpy as np
-
-    return np.array([c.color for c in dataset.info.classes], np.uint8)
-
-
 def _report(
     evaluator: Any,
     dataset: Any,
@@ -209,6 +204,7 @@ def _report(
     run_dir: Path | None = None,
     video: Path | None = None,
 ) -> None:
+    from vidseg.data.classes import class_palette
     from vidseg.evaluation.report import write_report
     from vidseg.evaluation.video import clips_csv, markdown_summary
 
@@ -232,7 +228,12 @@ def _report(
     with atomic_write(out / "summary.md", "w") as handle:
         handle.write(markdown_summary(result))
     page = write_report(
-        result, evaluator.clips, out, palette=_palette(dataset), run_dir=run_dir, video=video
+        result,
+        evaluator.clips,
+        out,
+        palette=class_palette(dataset.info.classes),
+        run_dir=run_dir,
+        video=video,
     )
     log.info("wrote eval.json, clips.csv, summary.md, the plots and %s", page)
     if json_path:

@@ -48,13 +48,14 @@ def _palette(num_classes: int, data_root: str) -> Any:
     import numpy as np
 
     from vidseg.data import read_dataset_info
+    from vidseg.data.classes import class_palette
 
     try:
         info = read_dataset_info(data_root)
     except DataError:
         info = None
     if info is not None and info.num_classes == num_classes:
-        return np.array([c.color for c in info.classes], np.uint8)
+        return class_palette(info.classes)
     hues = np.linspace(0, 180, num_classes, endpoint=False).astype(np.uint8)
     hsv = np.stack([hues, np.full_like(hues, 200), np.full_like(hues, 230)], -1)[None]
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]

@@ -34,12 +34,16 @@ UAVID_SSP_CLASSES: tuple[ClassInfo, ...] = (
 IGNORE_COLOR = (0, 0, 0)
 
 
+def class_palette(classes: tuple[ClassInfo, ...] | list[ClassInfo]) -> np.ndarray:
+    """(C, 3) ``uint8`` RGB colours of the classes, row = class id."""
+    return np.array([c.color for c in classes], np.uint8).reshape(len(classes), 3)
+
+
 def palette_lut(classes: tuple[ClassInfo, ...] | list[ClassInfo]) -> np.ndarray:
     """A (256, 3) ``uint8`` lookup table: class id -> RGB; unknown ids and ignore are black."""
     lut = np.zeros((256, 3), np.uint8)
     lut[IGNORE_INDEX] = IGNORE_COLOR
-    for i, cls in enumerate(classes):
-        lut[i] = cls.color
+    lut[: len(classes)] = class_palette(classes)
     return lut
 
 

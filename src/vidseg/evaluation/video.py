@@ -83,21 +83,22 @@ class Evaluator:
         self.ignore_index = ignore_index
         self.options = options
         self.confusion = ConfusionMeter(num_classes, ignore_index)
-        self.tc = {
-            p: TemporalConsistencyMeter(num_classes, protocol=p, direction=options.flow_direction)
-            for p in options.tc_protocols
-        }
+        self.tc = self._tc_meters()
         # The same TC of the ground-truth labels, on pairs of labelled frames: the ceiling a
         # perfect model reaches under this flow (with ground-truth flow, the data's own limit).
-        self.tc_labels = {
-            p: TemporalConsistencyMeter(num_classes, protocol=p, direction=options.flow_direction)
-            for p in options.tc_protocols
-        }
+        self.tc_labels = self._tc_meters()
         self.vc = {k: VideoConsistencyMeter(k) for k in options.vc_windows}
         self.clips: list[ClipResult] = []
         self._clip: ClipResult | None = None
         self._prev: np.ndarray | None = None
         self._prev_label: np.ndarray | None = None
+
+    def _tc_meters(self) -> dict[str, TemporalConsistencyMeter]:
+        direction = self.options.flow_direction
+        return {
+            p: TemporalConsistencyMeter(self.num_classes, protocol=p, direction=direction)
+            for p in self.options.tc_protocols
+        }
 
     def start_clip(self, clip_id: str) -> None:
         self._clip = ClipResult(clip_id, 0, 0, ConfusionMeter(self.num_classes, self.ignore_index))

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from vidseg.errors import ConfigError
 from vidseg.flow.base import FlowEstimator, check_batch, check_pair
+from vidseg.geometry.warp import pixel_grid
 from vidseg.models.backbones.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -329,14 +330,6 @@ def bilinear_upsample(flow: Tensor) -> Tensor:
     return _STRIDE * F.interpolate(flow, size=size, mode="bilinear", align_corners=True)
 
 
-def _pixel_grid(batch: int, height: int, width: int, device: torch.device) -> Tensor:
-    """(batch, 2, height, width) float32 pixel coordinates, channel 0 = x, channel 1 = y."""
-    ys, xs = torch.meshgrid(
-        torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
-    )
-    return torch.stack([xs, ys]).float()[None].repeat(batch, 1, 1, 1)
-
-
 class RAFT(nn.Module):
     """The RAFT network; ``small`` selects RAFT-S. See the module docstring for the conventions.
 
@@ -401,7 +394,8 @@ class RAFT(nn.Module):
             net, inp = torch.split(context, [self.hidden_dim, self.context_dim], dim=1)
             net, inp = torch.tanh(net), torch.relu(inp)
 
-        coords0 = _pixel_grid(batch, height // _STRIDE, width // _STRIDE, image1.device)
+        coords0 = pixel_grid(height // _STRIDE, width // _STRIDE, device=image1.device)
+        coords0 = coords0.repeat(batch, 1, 1, 1)
         coords1 = coords0.clone()
         if flow_init is not None:
             coords1 = coords1 + flow_init

@@ -114,17 +114,21 @@ def _as_tensor(h: np.ndarray | Tensor, device: torch.device) -> Tensor:
     return h if h.ndim == 3 else h[None]
 
 
+def _map_grid(hom: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Pixel centres of an H x W grid and their images under ``hom`` (B, 3, 3), both float64
+    (B or 1, 2, H*W): float64 so that large images lose no precision before the final cast."""
+    grid = pixel_grid(height, width, device=hom.device, dtype=torch.float64).flatten(2)
+    mapped = hom @ torch.cat([grid, torch.ones_like(grid[:, :1])], dim=1)  # (B, 3, H*W)
+    return grid, mapped[:, :2] / mapped[:, 2:3]
+
+
 def homography_to_flow(h: np.ndarray | Tensor, height: int, width: int, *, device=None) -> Tensor:
     """Displacement field (B, 2, H, W) float32 of ``h`` (B or 1 homographies) on an H x W grid.
 
     ``flow[p] = h(p) - p``; with ``h = H_a_to_b`` this is ``flow_a_to_b`` on frame a's grid.
-    Computed in float64 so large images lose no precision before the final cast.
     """
     hom = _as_tensor(h, torch.device(device) if device is not None else torch.device("cpu"))
-    grid = pixel_grid(height, width, device=hom.device, dtype=torch.float64).flatten(2)
-    ones = torch.ones_like(grid[:, :1])
-    mapped = hom @ torch.cat([grid, ones], dim=1)  # (B, 3, H*W)
-    xy = mapped[:, :2] / mapped[:, 2:3]
+    grid, xy = _map_grid(hom, height, width)
     return (xy - grid).reshape(-1, 2, height, width).float()
 
 
@@ -147,9 +151,8 @@ def warp_homography(
     hom = _as_tensor(h_src_to_dst, x.device)
     if hom.shape[0] not in (1, x.shape[0]):
         raise ValueError(f"batch sizes differ: image {x.shape[0]}, homographies {hom.shape[0]}")
-    flow = homography_to_flow(torch.linalg.inv(hom), out_h, out_w, device=x.device)
-    grid = pixel_grid(out_h, out_w, device=x.device)
-    coords = (grid + flow).expand(x.shape[0], -1, -1, -1)
+    _, xy = _map_grid(torch.linalg.inv(hom), out_h, out_w)
+    coords = xy.reshape(-1, 2, out_h, out_w).float().expand(x.shape[0], -1, -1, -1)
     return sample(x, coords, mode=mode, padding=padding)
 
 
