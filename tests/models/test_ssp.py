@@ -9,7 +9,8 @@ import torch
 from vidseg.data.synth import iter_clip, make_config
 from vidseg.errors import ConfigError
 from vidseg.models import ModelConfig, build_segmenter, count_parameters
-from vidseg.models.ssp import SSP, SSPConfig, build_sim_op
+from vidseg.models.ssp import SSP, SSPConfig
+from vidseg.models.ssp_ops import build_sim_op
 
 
 def tiny_segmenter(seed=0, num_classes=5):

@@ -19,7 +19,6 @@ coordinates to current-frame ones (docs/motion.md).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from vidseg.errors import ConfigError
 from vidseg.geometry import rescale_homography, stride_matrix, warp_homography
 from vidseg.geometry.registration import Registrar, make_registration_config
 from vidseg.models.segmenter import Segmenter
+from vidseg.models.ssp_ops import build_mixing_op, build_sim_op
 from vidseg.models.streaming import VideoModel
 from vidseg.utils.images import tensor_to_rgb_uint8
 from vidseg.utils.profiling import external
@@ -41,143 +41,17 @@ FEATURE_STRIDE = 4
 FUSE_AT = ("full", "stride4")
 
 
-class _LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW map."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class _ConvNeXtBlock(nn.Module):
-    """Depthwise 7x7, LayerNorm, 1x1 expansion x4, GELU, 1x1 projection, residual."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.dwconv = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
-        self.norm = _LayerNorm2d(channels, eps=1e-6)
-        self.pwconv1 = nn.Conv2d(channels, 4 * channels, 1)
-        self.pwconv2 = nn.Conv2d(4 * channels, channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.pwconv2(F.gelu(self.pwconv1(self.norm(self.dwconv(x)))))
-
-
-def _sim_head(channels: int) -> nn.Sequential:
-    """3x3 conv C -> C/2, BN, ReLU, 1x1 conv -> 1, sigmoid: the 'convbase' head."""
-    return nn.Sequential(
-        nn.Conv2d(channels, channels // 2, 3, padding=1),
-        nn.BatchNorm2d(channels // 2),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(channels // 2, 1, 1),
-        nn.Sigmoid(),
-    )
-
-
-class SimilarityOp(nn.Module, ABC):
-    """Maps (aligned previous, current) stride-4 features (B, E, h, w) to sim (B, 1, h, w)."""
-
-    @abstractmethod
-    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
-        """sim in [0, 1] (B, 1, h, w): the weight of the propagated previous prediction."""
-
-
-class ConvSim(SimilarityOp):
-    """The paper's op: concat (2E), 3x3 conv 2E -> E, BN, ReLU, then the convbase head."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(2 * channels, channels, 3, padding=1),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            *_sim_head(channels),
-        )
-
-    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
-        return self.net(torch.cat([prev, cur], dim=1))
-
-
-class ConvBaseSim(SimilarityOp):
-    """Only the aligned previous features through the convbase head (ignores the current)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.net = _sim_head(channels)
-
-    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
-        return self.net(prev)
-
-
-class Conv2Sim(SimilarityOp):
-    """Concat (2E), one ConvNeXt block on 2E, keep the first (previous) E channels, convbase."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.block = _ConvNeXtBlock(2 * channels)
-        self.head = _sim_head(channels)
-        self.channels = channels
-
-    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
-        mixed = self.block(torch.cat([prev, cur], dim=1))
-        return self.head(mixed[:, : self.channels])
-
-
-class CosineSim(SimilarityOp):
-    """The ablation's parameter-free op: clamp(cos, 0, 1)^4, at most 0.95."""
-
-    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
-        cos = F.cosine_similarity(prev, cur, dim=1, eps=1e-8).unsqueeze(1)
-        return cos.clamp(0, 1).pow(4).clamp(max=0.95)
-
-
-class ConstantSim(SimilarityOp):
-    """sim = ``value`` everywhere: 0 is 'no interpolation' (the image model), 1 'reuse'."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__()
-        self.value = value
-
-    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
-        return cur.new_full((cur.shape[0], 1, *cur.shape[-2:]), self.value)
-
-
-class AverageSim(SimilarityOp):
-    """One learnable weight, initialised to 0.5 and clamped to [0, 1] (the official one is not)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.alpha = nn.Parameter(torch.tensor(0.5))
-
-    def forward(self, prev: Tensor, cur: Tensor) -> Tensor:
-        weight = self.alpha.clamp(0, 1)
-        return weight.expand(cur.shape[0], 1, *cur.shape[-2:])
-
-
-SIM_OPS = {
-    "conv": ConvSim,
-    "convbase": ConvBaseSim,
-    "conv2": Conv2Sim,
-    "cossim": lambda channels: CosineSim(),
-    "constant": lambda channels: ConstantSim(0.0),
-    "reuse": lambda channels: ConstantSim(1.0),
-    "avg": lambda channels: AverageSim(),
-}
-
-
-def build_sim_op(name: str, channels: int) -> SimilarityOp:
-    """The similarity op ``name`` for stride-4 features of ``channels`` channels."""
-    from vidseg.models.backbones.base import unknown_name_error
-
-    if name not in SIM_OPS:
-        raise unknown_name_error("similarity op", name, list(SIM_OPS), key="ssp.sim_op")
-    return SIM_OPS[name](channels)
-
-
 @dataclass
 class SSPConfig:
     """Settings of :class:`SSP` (the paper's defaults)."""
 
     sim_op: str = "conv"
+    # Applied to the aligned previous and the current logits before fusion (id: none).
+    mixing_op: str = "id"
+    mixing_layers: int = 1
+    # Attention window of the windowed-attention ops ([t, h, w] for 3D, [h, w] for 2D); null:
+    # the op's default.
+    window_size: list[int] | None = None
     fuse_at: str = "full"  # full: fuse upsampled logits (the paper); stride4: fuse, then upsample
     features_mode: str = "bilinear"  # sampling of the warped stride-4 features
     logits_mode: str = "bilinear"  # sampling of the warped previous logits
@@ -189,6 +63,8 @@ class SSPConfig:
     parallel_registration: bool = False
 
     def __post_init__(self) -> None:
+        if self.mixing_layers < 1:
+            raise ConfigError(f"ssp.mixing_layers must be >= 1, got {self.mixing_layers}")
         if self.fuse_at not in FUSE_AT:
             raise ConfigError(
                 f"ssp.fuse_at must be one of {', '.join(FUSE_AT)}, got '{self.fuse_at}'"
@@ -218,6 +94,12 @@ class SSP(VideoModel):
         self.config = config or SSPConfig()
         self.feature_channels = segmenter.encoder_channels[0]
         self.sim_op = build_sim_op(self.config.sim_op, self.feature_channels)
+        self.mixing_op = build_mixing_op(
+            self.config.mixing_op,
+            segmenter.num_classes,
+            self.config.mixing_layers,
+            self.config.window_size,
+        )
         options = dict(self.config.registration)
         self.registrar = Registrar(make_registration_config(**options))
 
@@ -251,6 +133,7 @@ class SSP(VideoModel):
         h_logits = h if logits.shape[-2:] == tuple(image_size) else h_feat
         warped_feats, _ = warp_homography(prev_features, h_feat, mode=self.config.features_mode)
         warped, valid = warp_homography(prev_logits, h_logits, mode=self.config.logits_mode)
+        warped, logits = self.mixing_op(warped, logits)
         sim = self.sim_op(warped_feats, features)
         if sim.shape[-2:] != logits.shape[-2:]:
             sim = F.interpolate(sim, size=logits.shape[-2:], mode="bilinear", align_corners=False)
