@@ -5,7 +5,13 @@ from clipfolder_fixture import ClipSpec, write_clip_folder
 
 from vidseg.data import folder
 from vidseg.data.folder import open_dataset
-from vidseg.data.samples import SampleIndex, SampleRef, labelled_samples, pair_samples
+from vidseg.data.samples import (
+    SampleIndex,
+    SampleRef,
+    labelled_samples,
+    pair_samples,
+    window_samples,
+)
 
 
 @pytest.fixture
@@ -116,6 +122,26 @@ def test_pair_samples_labelled_only(dataset):
     assert index.skipped_refs == [("a", 0), ("a", 5), ("a", 9)]
 
 
+def test_window_samples_need_every_frame_of_the_window(dataset):
+    pairs = pair_samples(dataset, every=2)
+    same = window_samples(dataset, 1, every=2)
+    assert [(s.clip, s.frames) for s in pairs] == [(s.clip, s.frames) for s in same]
+    triples = window_samples(dataset, 2)
+    for ref in triples:
+        clip = dataset[ref.clip]
+        assert ref.frames == (ref.target - 2, ref.target - 1, ref.target)
+        assert all(clip.has_frame(n) for n in ref.frames)
+    # Every frame n with n-1 and n-2 present is a target, and only those.
+    expected = [
+        (ci, n)
+        for ci, clip in enumerate(dataset)
+        for n in clip.frames
+        if clip.has_frame(n - 1) and clip.has_frame(n - 2)
+    ]
+    assert [(s.clip, s.target) for s in triples] == expected
+    assert triples.skipped == sum(len(clip.frames) for clip in dataset) - len(expected)
+
+
 def test_builders_log_one_info_line(dataset, caplog):
     with caplog.at_level(logging.INFO, logger="vidseg.data.samples"):
         labelled_samples(dataset)
@@ -123,7 +149,8 @@ def test_builders_log_one_info_line(dataset, caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == "vidseg.data.samples"]
     assert messages == [
         "labelled samples (num_prev=1): 4 from 2 clips, 3 skipped (previous frames missing)",
-        "pair samples (every=3): 3 from 2 clips, 4 skipped (previous frame missing)",
+        "frame windows (num_prev=1, every=3): 3 from 2 clips, 4 skipped (previous frames "
+        "missing)",
     ]
 
 

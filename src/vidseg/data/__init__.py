@@ -4,14 +4,21 @@ Public API (see docs/data-pipeline.md and docs/synthetic-data.md):
 
 - :func:`synthesize` writes a synthetic aerial video dataset with exact ground truth;
 - :func:`open_dataset` opens one split of a clip-folder dataset as a sequence of :class:`Clip`;
-- :func:`labelled_samples` / :func:`pair_samples` index training samples without wrap-around;
+- :func:`labelled_samples`, :func:`pair_samples` and :func:`window_samples` index training
+  samples without wrap-around;
 - joint augmentations (:mod:`vidseg.data.transforms`) and :class:`ClipSampleDataset` for PyTorch.
 """
 
 from vidseg.data.classes import IGNORE_INDEX, UAVID_SSP_CLASSES, ClassInfo, colorize
 from vidseg.data.folder import Clip, FolderDataset, list_splits, open_dataset
 from vidseg.data.info import DatasetInfo, read_dataset_info, write_dataset_info
-from vidseg.data.samples import SampleIndex, SampleRef, labelled_samples, pair_samples
+from vidseg.data.samples import (
+    SampleIndex,
+    SampleRef,
+    labelled_samples,
+    pair_samples,
+    window_samples,
+)
 from vidseg.data.synth import SynthConfig, iter_clip, synthesize
 from vidseg.data.transforms import (
     CenterCrop,
@@ -62,6 +69,7 @@ __all__ = [
     "pair_samples",
     "read_dataset_info",
     "synthesize",
+    "window_samples",
     "worker_init_fn",
     "write_dataset_info",
 ]

@@ -95,21 +95,39 @@ def pair_samples(
     without frame n - 1 is skipped and counted. ``every = k`` then keeps every k-th remaining
     pair of each clip, starting with the first.
     """
+    return window_samples(dataset, 1, every=every, labelled_only=labelled_only)
+
+
+def window_samples(
+    dataset: Sequence[Clip], num_prev: int, every: int = 1, labelled_only: bool = False
+) -> SampleIndex:
+    """Windows (n - num_prev, ..., n) of consecutive frames of the same clip, all present.
+
+    Candidate targets n are all frames (or only labelled ones with ``labelled_only``); one whose
+    window is incomplete is skipped and counted. ``every = k`` then keeps every k-th remaining
+    window of each clip, starting with the first (k = 2, num_prev = 1: the official KD samples,
+    targets at clip positions 1, 3, 5, ...).
+    """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
+    if num_prev < 0:
+        raise ValueError(f"num_prev must be >= 0, got {num_prev}")
     samples: list[SampleRef] = []
     skipped: list[tuple[str, int]] = []
     for ci, clip in enumerate(dataset):
         eligible: list[SampleRef] = []
         for n in clip.labelled_frames if labelled_only else clip.frames:
-            if clip.has_frame(n - 1):
-                eligible.append(SampleRef(ci, (n - 1, n)))
-            else:
+            frames = _window(clip, n, num_prev)
+            if frames is None:
                 skipped.append((clip.id, n))
+            else:
+                eligible.append(SampleRef(ci, frames))
         samples.extend(eligible[::every])
     index = SampleIndex(samples, len(skipped), skipped)
     logger.info(
-        "pair samples (every=%d%s): %d from %d clips, %d skipped (previous frame missing)",
+        "frame windows (num_prev=%d, every=%d%s): %d from %d clips, %d skipped (previous "
+        "frames missing)",
+        num_prev,
         every,
         ", labelled only" if labelled_only else "",
         len(samples),

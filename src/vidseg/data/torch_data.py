@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -20,6 +20,9 @@ from vidseg.data.classes import IGNORE_INDEX
 from vidseg.data.folder import Clip
 from vidseg.data.samples import SampleRef
 from vidseg.data.transforms import Transform, VideoSample
+
+if TYPE_CHECKING:
+    from vidseg.geometry.registration import Registrar
 
 
 class ClipSampleDataset(Dataset[dict[str, Any]]):
@@ -34,7 +37,13 @@ class ClipSampleDataset(Dataset[dict[str, Any]]):
       missing; ``homography_mask``: bool (T-1,) (only with ``load_homographies``);
     - ``flows``: float32 (T-1, 2, H, W), entry i is the flow frame i+1 -> frame i (dx, dy), zero
       where missing; ``flow_mask``: bool (T-1,) (only with ``load_flows``);
+    - ``affine``: float64 (3, 3), the map from the clip's native pixel coordinates to the
+      item's (the product of the transform's geometric ops);
     - ``clip_id``: str; ``frame_numbers``: int64 (T,); ``index``: int (position in ``samples``).
+
+    ``registrar`` (a :class:`~vidseg.geometry.Registrar`, with ``load_homographies``) registers
+    each adjacent pair of raw frames (in the worker, through its cache if it has one) instead
+    of reading the clip's stored homographies; the transform then moves them analytically.
     """
 
     def __init__(
@@ -47,6 +56,7 @@ class ClipSampleDataset(Dataset[dict[str, Any]]):
         load_labels: bool = True,
         load_homographies: bool = False,
         load_flows: bool = False,
+        registrar: Registrar | None = None,
     ) -> None:
         self.dataset = dataset
         self.samples = samples
@@ -55,6 +65,7 @@ class ClipSampleDataset(Dataset[dict[str, Any]]):
         self.load_labels = load_labels
         self.load_homographies = load_homographies
         self.load_flows = load_flows
+        self.registrar = registrar
         self.ignore_index = int(getattr(dataset, "ignore_index", IGNORE_INDEX))
         # Shared memory: DataLoader workers (persistent ones included) see set_epoch updates.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -81,13 +92,18 @@ class ClipSampleDataset(Dataset[dict[str, Any]]):
             labels=[clip.label(n) if self.load_labels else None for n in frames],
             # The clip stores n-1 -> n data, which is the pair's only when the frames are adjacent.
             homographies=[
-                clip.homography(b) if self.load_homographies and b == a + 1 else None
+                self._homography(clip, b) if self.load_homographies and b == a + 1 else None
                 for a, b in pairs
             ],
             flows=[clip.flow(b) if self.load_flows and b == a + 1 else None for a, b in pairs],
             clip_id=clip.id,
             frame_numbers=tuple(frames),
         )
+
+    def _homography(self, clip: Clip, n: int) -> np.ndarray | None:
+        if self.registrar is None:
+            return clip.homography(n)
+        return self.registrar.pair(clip, n)[0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self.samples):
@@ -130,6 +146,7 @@ class ClipSampleDataset(Dataset[dict[str, Any]]):
             item["flow_mask"] = torch.tensor(
                 [flow is not None for flow in sample.flows], dtype=torch.bool
             )
+        item["affine"] = torch.from_numpy(np.asarray(sample.affine, dtype=np.float64))
         item["clip_id"] = sample.clip_id
         item["frame_numbers"] = torch.tensor(sample.frame_numbers, dtype=torch.int64)
         item["index"] = index

@@ -63,6 +63,15 @@ class SSPConfig:
     parallel_registration: bool = False
 
     def __post_init__(self) -> None:
+        from vidseg.models.backbones.base import unknown_name_error
+        from vidseg.models.ssp_ops import MIXING_OPS, SIM_OPS
+
+        if self.sim_op not in SIM_OPS:
+            raise unknown_name_error("similarity op", self.sim_op, list(SIM_OPS), key="ssp.sim_op")
+        if self.mixing_op not in MIXING_OPS:
+            raise unknown_name_error(
+                "mixing op", self.mixing_op, list(MIXING_OPS), key="ssp.mixing_op"
+            )
         if self.mixing_layers < 1:
             raise ConfigError(f"ssp.mixing_layers must be >= 1, got {self.mixing_layers}")
         if self.fuse_at not in FUSE_AT:
@@ -186,21 +195,23 @@ class SSP(VideoModel):
         new_state = SSPState(raw, features[0], logits)
         return self._output(logits, height, width), new_state
 
-    @torch.no_grad()
-    def forward_offline(self, frames: Tensor, homographies: Tensor | np.ndarray) -> Tensor:
-        """The recursion of :meth:`step` on a whole clip, with the backbone on all frames at once.
+    def forward(self, frames: Tensor, homographies: Tensor | np.ndarray) -> dict[str, Tensor]:
+        """The recursion of :meth:`step` over a clip, backbone on all frames in one batched pass.
 
         ``frames`` (T, B, 3, H, W); ``homographies`` (T-1, B, 3, 3), entry i maps frame i to
-        i+1. Returns (T, B, C, H, W). The reference the streaming path is tested against.
+        i+1. Returns ``outputs`` (T, B, C, H, W): frame 0's raw logits, then the fused ones, each
+        fused from the previous fused output as at inference; and ``sims`` (T-1, B, 1, h, w) on
+        the fusion grid. Training unrolls T-1 recurrent steps with gradients through all of them;
+        T = 2 is the official previous-frame pair.
         """
         t, b = frames.shape[:2]
         height, width = frames.shape[-2:]
         features = self.segmenter.encode(frames.flatten(0, 1))
         logits = self._logits(features, height, width).unflatten(0, (t, b))
         stage1 = features[0].unflatten(0, (t, b))
-        outputs = [logits[0]]
+        outputs, sims = [logits[0]], []
         for i in range(1, t):
-            fused, _ = self.fuse(
+            fused, sim = self.fuse(
                 outputs[-1],
                 stage1[i - 1],
                 logits[i],
@@ -209,9 +220,17 @@ class SSP(VideoModel):
                 (height, width),
             )
             outputs.append(fused)
-        return torch.stack([self._output(o, height, width) for o in outputs])
+            sims.append(sim)
+        return {
+            "outputs": torch.stack([self._output(o, height, width) for o in outputs]),
+            "sims": torch.stack(sims) if sims else logits.new_zeros((0, b, 1, height, width)),
+        }
 
-    # -- training -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def forward_offline(self, frames: Tensor, homographies: Tensor | np.ndarray) -> Tensor:
+        """:meth:`forward`'s outputs without gradients, (T, B, C, H, W): the reference the
+        streaming path is tested against."""
+        return self(frames, homographies)["outputs"]
 
     def forward_pair(
         self, frames: Tensor, prev_frames: Tensor, homographies: Tensor | np.ndarray | None = None
@@ -222,21 +241,10 @@ class SSP(VideoModel):
         (B, C, H, W), ``prev_logits`` (the previous frame's raw logits, unwarped, at the frame
         size, as the temporal consistency loss needs) and ``sim`` (on the fusion grid).
         """
-        b = frames.shape[0]
-        height, width = frames.shape[-2:]
         if homographies is None:
             homographies = self.register(
                 tensor_to_rgb_uint8(prev_frames), tensor_to_rgb_uint8(frames)
             )
-        features = self.segmenter.encode(torch.cat([prev_frames, frames]))
-        logits = self._logits(features, height, width)
-        prev_logits, cur_logits = logits[:b], logits[b:]
-        prev_feats, cur_feats = features[0][:b], features[0][b:]
-        fused, sim = self.fuse(
-            prev_logits, prev_feats, cur_logits, cur_feats, homographies, (height, width)
-        )
-        return {
-            "fused": self._output(fused, height, width),
-            "prev_logits": self._output(prev_logits, height, width),
-            "sim": sim,
-        }
+        homs = torch.as_tensor(homographies)[None]
+        out = self(torch.stack([prev_frames, frames]), homs)
+        return {"fused": out["outputs"][1], "prev_logits": out["outputs"][0], "sim": out["sims"][0]}

@@ -149,13 +149,14 @@ def truncate_metrics(path: str | os.PathLike[str], last_step: int) -> None:
 
 
 def load_run_model(run_dir: str | os.PathLike[str], weights: str = "last") -> tuple[Any, Any]:
-    """The trained segmenter of ``run_dir`` (eval mode, CPU) and its :class:`TrainConfig`.
+    """The trained model of ``run_dir`` (eval mode, CPU) and its :class:`TrainConfig`: a
+    :class:`~vidseg.models.Segmenter`, or the video model of the config's ``video`` section.
 
     ``weights`` is ``last`` (``model.safetensors``) or ``best`` (``best.safetensors``).
     """
     from vidseg.config import load_config
     from vidseg.data import read_dataset_info
-    from vidseg.models import build_segmenter
+    from vidseg.models import build_model
     from vidseg.training.config import TrainConfig
 
     path = check_run_dir(run_dir)
@@ -170,7 +171,7 @@ def load_run_model(run_dir: str | os.PathLike[str], weights: str = "last") -> tu
     num_classes = meta.get("num_classes")
     if num_classes is None:
         num_classes = read_dataset_info(cfg.data.root).num_classes
-    model = build_segmenter(cfg.model, int(num_classes))
+    model = build_model(cfg.model, cfg.video, int(num_classes))
     load_state_dict_strict(model, state, weights_path)
     return model.eval(), cfg
 
@@ -196,3 +197,24 @@ def load_state_dict_strict(model: Any, weights: dict[str, torch.Tensor], path: P
                 f"{tuple(expected[key].shape)}"
             )
     model.load_state_dict(weights)
+
+
+def load_image_weights(segmenter: Any, source: str | os.PathLike[str]) -> Path:
+    """Load an image model's weights into ``segmenter`` strictly; returns the file read.
+
+    ``source`` is a run directory (its ``model.safetensors``; an image run, or a video run whose
+    ``segmenter.*`` weights are taken) or a ``.safetensors`` file.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = check_run_dir(path) / MODEL_FILE
+    if not path.is_file():
+        raise ConfigError(f"video.image_weights: {path} does not exist")
+    state, _ = load_weights(path)
+    prefix = "segmenter."
+    if state and all(k.startswith(prefix) or not k.startswith("backbone.") for k in state):
+        nested = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if nested:
+            state = nested
+    load_state_dict_strict(segmenter, state, path)
+    return path

@@ -1,4 +1,5 @@
-"""Configuration schema of ``vidseg train`` for image segmentation models (configs/image/).
+"""Configuration schema of ``vidseg train``: image models (configs/image/) and the video methods
+around them (configs/video/, section ``video``), with knowledge distillation (section ``distill``).
 
 Sizes are ``[H, W]`` in pixels; learning-rate factors are relative to ``optim.lr``.
 """
@@ -9,10 +10,15 @@ from dataclasses import dataclass, field
 
 from vidseg.errors import ConfigError
 from vidseg.models.segmenter import ModelConfig
+from vidseg.models.ssp import SSPConfig
 
 SCHEDULES = ("cosine", "poly", "constant")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+VIDEO_METHODS = ("none", "ssp")
+HOMOGRAPHY_SOURCES = ("model", "dataset")
+FLOW_SOURCES = ("gt", "dis", "farneback", "raft", "raft_small")
+KD_REDUCTIONS = ("batchmean", "pixelmean")
 
 
 def _check_size(value: list[int] | None, key: str) -> None:
@@ -87,14 +93,105 @@ class OptimConfig:
 
 
 @dataclass
+class TemporalLossConfig:
+    """SSP's temporal consistency loss on the fused output against the flow-warped previous one
+    (vidseg.losses.temporal_consistency_loss)."""
+
+    # lambda; 0 turns the loss off (the official SSP value is 0.5, KD-SSP's 135000 with the
+    # batchmean KL).
+    weight: float = 0.0
+    # Flow from the current to the previous frame, without gradient: gt (the dataset's stored
+    # flow, transformed with the augmentation), or an estimator run on the augmented frames.
+    flow: str = "dis"
+    flow_weights: str | None = None  # RAFT checkpoint for flow raft / raft_small
+    # The official formulation (signed channel sum in the weight, align-corners nearest warp,
+    # out-of-view pixels as zeros); the default corrects these (docs/ssp.md).
+    official: bool = False
+    # Compare softmax probabilities instead of logits (bounded terms; changes lambda's scale).
+    probabilities: bool = False
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ConfigError(f"loss.temporal.weight must be >= 0, got {self.weight}")
+        _check_choice(self.flow, FLOW_SOURCES, "loss.temporal.flow")
+
+
+@dataclass
 class LossConfig:
-    """Cross-entropy over pixels whose label is not the dataset's ignore index."""
+    """Cross-entropy over pixels whose label is not the dataset's ignore index, plus the
+    temporal consistency term of the video methods."""
 
     class_weights: list[float] | None = None
+    temporal: TemporalLossConfig = field(default_factory=TemporalLossConfig)
 
     def __post_init__(self) -> None:
         if self.class_weights is not None and min(self.class_weights) < 0:
             raise ConfigError(f"loss.class_weights must be >= 0, got {self.class_weights}")
+
+
+@dataclass
+class VideoConfig:
+    """The video method trained around the image model of ``model`` (none: the image model)."""
+
+    method: str = "none"
+    ssp: SSPConfig = field(default_factory=SSPConfig)
+    # Image model weights to start from: a run directory (its model.safetensors) or a
+    # .safetensors file of the image model. null: model.weights only (as for image training).
+    image_weights: str | None = None
+    # Train only the video method's own layers; the image model stays as loaded (the paper
+    # fine-tunes everything).
+    freeze_image: bool = False
+    # Recurrent steps unrolled in training: frames n-unroll .. n, each fused from the previous
+    # fused output as at inference. 1 is the official previous-frame pair.
+    unroll: int = 1
+    # Homographies of the training frames: model (the method's registration on the raw frames,
+    # in the DataLoader workers, then transformed with the augmentation) or dataset (stored
+    # ones, e.g. the synthetic ground truth).
+    homographies: str = "model"
+    # Folder caching the registered homographies (vidseg.geometry.HomographyCache); null: none.
+    homography_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice(self.method, VIDEO_METHODS, "video.method")
+        _check_choice(self.homographies, HOMOGRAPHY_SOURCES, "video.homographies")
+        if self.unroll < 1:
+            raise ConfigError(f"video.unroll must be >= 1, got {self.unroll}")
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from a teacher's exported logits (KD-SSP, the KD image baseline).
+
+    Training then uses every ``every``-th frame window of the train split, labelled or not,
+    against the teacher's soft targets instead of the human labels.
+    """
+
+    # Folder written by `vidseg export-logits TEACHER_RUN --split train`; null: no distillation.
+    logits: str | None = None
+    temperature: float = 2.0
+    # batchmean: summed over classes and pixels, divided by the batch (the official scale, hence
+    # its lambda of 135000); pixelmean: divided by the pixel count as well.
+    reduction: str = "batchmean"
+    # Weight of the KL of the previous frame's output against its teacher target (video only).
+    prev_weight: float = 1.0
+    # Average each frame's target with the other frame's through flow where a forward-backward
+    # check says the pixel is visible; official reproduces the official check's quirks.
+    consistent: bool = True
+    official_consistency: bool = False
+    flow: str = "dis"
+    flow_weights: str | None = None
+    # Keep every k-th window of each clip (the official train_skip_frames: 2).
+    every: int = 2
+
+    def __post_init__(self) -> None:
+        _check_choice(self.reduction, KD_REDUCTIONS, "distill.reduction")
+        _check_choice(self.flow, FLOW_SOURCES[1:], "distill.flow")
+        if self.temperature <= 0:
+            raise ConfigError(f"distill.temperature must be positive, got {self.temperature}")
+        if self.prev_weight < 0:
+            raise ConfigError(f"distill.prev_weight must be >= 0, got {self.prev_weight}")
+        if self.every < 1:
+            raise ConfigError(f"distill.every must be >= 1, got {self.every}")
 
 
 @dataclass
@@ -140,10 +237,23 @@ class TrainerConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything ``vidseg train`` needs for an image segmentation model."""
+    """Everything ``vidseg train`` needs: the image model, the video method around it, data,
+    optimisation, losses and the loop."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self) -> None:
+        if self.video.method == "none":
+            if self.loss.temporal.weight > 0:
+                raise ConfigError(
+                    "loss.temporal.weight needs a video method (video.method=ssp): an image "
+                    "model has no previous output to be consistent with"
+                )
+            if self.video.unroll > 1:
+                raise ConfigError("video.unroll > 1 needs a video method (video.method=ssp)")

@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.progress import TextColumn
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from vidseg.config import save_config
@@ -37,14 +36,15 @@ from vidseg.data import (
     RandomHorizontalFlip,
     RandomScaleCrop,
     Resize,
-    labelled_samples,
     open_dataset,
 )
-from vidseg.data.torch_data import ClipSampleDataset, collate_samples, worker_init_fn
+from vidseg.data.folder import FolderDataset
+from vidseg.data.torch_data import collate_samples, worker_init_fn
 from vidseg.errors import ConfigError
 from vidseg.evaluation.image import evaluate_segmenter, scores
+from vidseg.evaluation.video import EvalOptions, evaluate_video
 from vidseg.metrics import ConfusionMeter
-from vidseg.models import build_segmenter
+from vidseg.models import build_model
 from vidseg.training.checkpoint import (
     BEST_FILE,
     BEST_INFO_FILE,
@@ -54,6 +54,7 @@ from vidseg.training.checkpoint import (
     STATE_FILE,
     check_run_dir,
     create_run_dir,
+    load_image_weights,
     load_resume_point,
     load_state_dict_strict,
     save_state,
@@ -61,6 +62,7 @@ from vidseg.training.checkpoint import (
     truncate_metrics,
 )
 from vidseg.training.config import DataConfig, TrainConfig
+from vidseg.training.objectives import Objective, StepLosses, is_video_model
 from vidseg.training.optim import build_adamw
 from vidseg.training.sampler import GlobalBatchSampler
 from vidseg.training.schedule import lr_factor
@@ -112,33 +114,44 @@ def train_transform(data: DataConfig) -> Compose:
     return Compose(ops)
 
 
-def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
-    """Training mode, with batch-norm layers kept in eval mode when ``freeze_bn``."""
+def set_train_mode(model: nn.Module, freeze_bn: bool, freeze_image: bool = False) -> None:
+    """Training mode, with batch-norm layers kept in eval mode when ``freeze_bn``, and a video
+    model's image segmenter kept in eval mode when ``freeze_image``."""
     model.train()
+    if freeze_image:
+        _segmenter(model).eval()
     if freeze_bn:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
 
 
+def _segmenter(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "module", model)  # Fabric's wrapper
+    return inner.segmenter
+
+
+def build_train_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """The model of ``cfg`` to train: the image model, or the video method around it with the
+    image weights of ``video.image_weights`` loaded and, with ``video.freeze_image``, frozen."""
+    model = build_model(cfg.model, cfg.video, num_classes)
+    if cfg.video.method == "none":
+        if cfg.video.image_weights is not None:
+            raise ConfigError(
+                "video.image_weights is for video methods; an image model starts from model.weights"
+            )
+        return model
+    if cfg.video.image_weights is not None:
+        path = load_image_weights(model.segmenter, cfg.video.image_weights)
+        log.info("image model weights from %s", path)
+    if cfg.video.freeze_image:
+        model.segmenter.requires_grad_(False)
+    return model
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     """Seed of the global torch RNG for optimizer step ``step`` on ``rank``."""
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
-
-
-def cross_entropy_sum(
-    logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None, ignore_index: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of per-pixel CE, its normaliser): the pixel count, or the summed class weights."""
-    loss = F.cross_entropy(
-        logits.float(), labels, weight=weight, ignore_index=ignore_index, reduction="sum"
-    )
-    valid = labels != ignore_index
-    if weight is None:
-        count = valid.sum().to(loss.dtype)
-    else:
-        count = weight[labels[valid]].sum().to(loss.dtype)
-    return loss, count
 
 
 def _fabric(cfg: TrainConfig):
@@ -187,13 +200,16 @@ def train(
         log.info("run directory: %s", run_dir)
 
     torch.manual_seed(t.seed)
-    model = build_segmenter(cfg.model, train_data.num_classes)
+    model = build_train_model(cfg, train_data.num_classes)
+    objective = Objective(cfg, train_data.num_classes, train_data.ignore_index)
     # After the model, so that bad weights are reported before a too-small dataset.
-    samples = labelled_samples(train_data, num_prev=0)
+    samples = objective.samples(train_data)
     if len(samples) < t.batch_size:
+        kind = "training samples" if objective.teacher is not None else "labelled frames"
         raise ConfigError(
-            f"{cfg.data.root}: split '{cfg.data.train_split}' has {len(samples)} labelled frames, "
-            f"fewer than trainer.batch_size={t.batch_size}"
+            f"{cfg.data.root}: split '{cfg.data.train_split}' has {len(samples)} {kind}"
+            f"{' with their previous frames' if objective.video else ''}, fewer than "
+            f"trainer.batch_size={t.batch_size}"
         )
     optimizer = build_adamw(
         model,
@@ -243,7 +259,7 @@ def train(
         optimizer.load_state_dict(point.state["optimizer"])
         scheduler.load_state_dict(point.state["scheduler"])
 
-    dataset = ClipSampleDataset(train_data, samples, train_transform(cfg.data), seed=t.seed)
+    dataset = objective.dataset(train_data, samples, train_transform(cfg.data), t.seed)
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -252,46 +268,37 @@ def train(
         worker_init_fn=worker_init_fn,
         persistent_workers=cfg.data.num_workers > 0,
     )
-    weight = None
-    if cfg.loss.class_weights is not None:
-        if len(cfg.loss.class_weights) != train_data.num_classes:
-            raise ConfigError(
-                f"loss.class_weights has {len(cfg.loss.class_weights)} values for "
-                f"{train_data.num_classes} classes"
-            )
-        weight = torch.tensor(cfg.loss.class_weights, dtype=torch.float32, device=fabric.device)
+    objective.setup(fabric.device)
     logger = _MetricsLogger(run_dir, enabled=rank == 0, tensorboard=t.tensorboard)
     total_steps = t.epochs * per_epoch
-    set_train_mode(wrapped, t.freeze_bn)
+    freeze_image = cfg.video.freeze_image and objective.video
+    set_train_mode(wrapped, t.freeze_bn, freeze_image)
 
     info = TextColumn("{task.fields[info]}")
     with progress_bar(info) as progress:
         task = progress.add_task(
             "training", total=total_steps, completed=run.step, info="", visible=rank == 0
         )
-        window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+        window: dict[str, float] = {}
+        window_n, window_start = 0, time.perf_counter()
         while run.epoch < t.epochs:
             sampler.set_epoch(run.epoch, start=run.batch_in_epoch)
             dataset.set_epoch(run.epoch)
             for batch in loader:
                 torch.manual_seed(step_seed(t.seed, run.step, rank))
-                frames = batch["frames"][:, -1].to(fabric.device)
-                labels = batch["labels"][:, -1].to(fabric.device)
-                logits = wrapped(frames)
-                loss_sum, count = cross_entropy_sum(logits, labels, weight, train_data.ignore_index)
-                total = fabric.all_reduce(count.detach(), reduce_op="sum") if world > 1 else count
+                losses = objective.losses(wrapped, batch, fabric.device)
+                count = losses.count.detach()
+                total = fabric.all_reduce(count, reduce_op="sum") if world > 1 else count
                 total = total.clamp_min(1.0)
                 optimizer.zero_grad(set_to_none=True)
-                fabric.backward(loss_sum * world / total)
+                fabric.backward(losses.summed * world / total + losses.mean)
                 if t.grad_clip is not None:
                     fabric.clip_gradients(wrapped, optimizer, max_norm=t.grad_clip)
                 optimizer.step()
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
-                summed = loss_sum.detach()
-                if world > 1:
-                    summed = fabric.all_reduce(summed, reduce_op="sum")
-                loss = float(summed / total)
+                values = _reduced_values(fabric, losses, total, world)
+                loss = values["loss"]
                 if not math.isfinite(loss):
                     raise ConfigError(
                         f"the loss became {loss} at step {run.step + 1}; lower optim.lr or set "
@@ -299,14 +306,15 @@ def train(
                     )
                 run.step += 1
                 run.batch_in_epoch += 1
-                window_loss += loss
+                for key, value in values.items():
+                    window[key] = window.get(key, 0.0) + value
                 window_n += 1
                 if run.step % t.log_every == 0 or run.batch_in_epoch == per_epoch:
                     elapsed = time.perf_counter() - window_start
                     record = {
                         "step": run.step,
                         "epoch": run.epoch + run.batch_in_epoch / per_epoch,
-                        "loss": window_loss / window_n,
+                        **{key: value / window_n for key, value in window.items()},
                         "lr": lr,
                         "samples_per_s": window_n * t.batch_size / max(elapsed, 1e-9),
                     }
@@ -317,7 +325,7 @@ def train(
                         info=f"loss {record['loss']:.4f}  lr {lr:.2e}  "
                         f"{record['samples_per_s']:.1f} samples/s",
                     )
-                    window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+                    window, window_n, window_start = {}, 0, time.perf_counter()
                 progress.update(task, completed=run.step)
                 for callback in callbacks:
                     callback.on_step_end(run, loss)
@@ -331,12 +339,30 @@ def train(
             run.batch_in_epoch = 0
             if run.epoch % t.val_every == 0 or run.epoch == t.epochs:
                 _validate(fabric, cfg, run, val_data, logger)
-                set_train_mode(wrapped, t.freeze_bn)
+                set_train_mode(wrapped, t.freeze_bn, freeze_image)
             _checkpoint(fabric, run, optimizer, scheduler, per_epoch, t.seed, callbacks)
     logger.close()
     for callback in callbacks:
         callback.on_fit_end(run)
     return run_dir
+
+
+def _reduced_values(fabric, losses: StepLosses, total: Tensor, world: int) -> dict[str, float]:
+    """The step's loss and its parts, averaged over processes, as floats for the log."""
+    summed = losses.summed.detach()
+    mean = losses.mean.detach()
+    parts = None
+    if losses.parts:
+        parts = torch.stack([p.detach().float() for p in losses.parts.values()])
+    if world > 1:
+        summed = fabric.all_reduce(summed, reduce_op="sum")
+        mean = fabric.all_reduce(mean, reduce_op="mean")
+        if parts is not None:
+            parts = fabric.all_reduce(parts, reduce_op="mean")
+    values = {"loss": float(summed / total + mean)}
+    if parts is not None:
+        values.update({k: float(v) for k, v in zip(losses.parts, parts, strict=True)})
+    return values
 
 
 def _checkpoint(fabric, run, optimizer, scheduler, per_epoch, seed, callbacks) -> None:
@@ -364,18 +390,46 @@ def _checkpoint(fabric, run, optimizer, scheduler, per_epoch, seed, callbacks) -
         callback.on_checkpoint(run)
 
 
+class _Shard:
+    """The clips ``rank``, ``rank + world``, ... of a dataset, for sharded streaming validation."""
+
+    def __init__(self, dataset: FolderDataset, rank: int, world: int) -> None:
+        self.num_classes = dataset.num_classes
+        self.ignore_index = dataset.ignore_index
+        self.clips = [dataset[i] for i in range(rank, len(dataset), world)]
+
+    def __iter__(self):
+        return iter(self.clips)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+
 def _validate(fabric, cfg: TrainConfig, run: Run, val_data, logger: _MetricsLogger) -> None:
-    meter = evaluate_segmenter(
-        run.model,
-        val_data,
-        resize=cfg.data.resize,
-        crop=cfg.data.val_crop,
-        device=fabric.device,
-        rank=run.rank,
-        world_size=run.world_size,
-        reduce=ConfusionMeter.reduce if run.world_size > 1 else None,
-        show_progress=run.rank == 0,
-    )
+    reduce = ConfusionMeter.reduce if run.world_size > 1 else None
+    if is_video_model(run.model):
+        # Video methods are scored as they run: causally over whole clips (the reported metric).
+        options = EvalOptions(resize=cfg.data.resize, crop=cfg.data.val_crop, tc_protocols=())
+        evaluator = evaluate_video(
+            run.model,
+            _Shard(val_data, run.rank, run.world_size),
+            options=options,
+            device=fabric.device,
+            show_progress=run.rank == 0,
+        )
+        meter = reduce(evaluator.confusion) if reduce is not None else evaluator.confusion
+    else:
+        meter = evaluate_segmenter(
+            run.model,
+            val_data,
+            resize=cfg.data.resize,
+            crop=cfg.data.val_crop,
+            device=fabric.device,
+            rank=run.rank,
+            world_size=run.world_size,
+            reduce=reduce,
+            show_progress=run.rank == 0,
+        )
     result = scores(meter, val_data.info.class_names)
     record = {
         "step": run.step,
