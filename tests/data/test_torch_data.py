@@ -73,7 +73,9 @@ def test_item_layout_and_values_without_transform(dataset, written):
 
 def test_optional_keys_and_missing_homographies(dataset):
     ds = ClipSampleDataset(dataset, [SampleRef(1, (20, 21))], load_labels=False)
-    assert set(ds[0]) == {"frames", "clip_id", "frame_numbers", "index"}
+    assert set(ds[0]) == {"frames", "affine", "clip_id", "frame_numbers", "index"}
+    # Untransformed: the item's pixel coordinates are the clip's.
+    np.testing.assert_array_equal(ds[0]["affine"].numpy(), np.eye(3))
     ds = ClipSampleDataset(dataset, [SampleRef(1, (20, 21))], load_homographies=True)
     item = ds[0]
     np.testing.assert_array_equal(item["homographies"][0].numpy(), np.eye(3))

@@ -22,7 +22,7 @@ from vidseg.evaluation.bench import (
     environment,
     load_bench_model,
 )
-from vidseg.models import VideoModel, build_segmenter, count_parameters
+from vidseg.models import SSP, VideoModel, build_segmenter, count_parameters
 from vidseg.training.checkpoint import CONFIG_FILE, MODEL_FILE, save_weights
 from vidseg.training.config import TrainConfig
 from vidseg.utils.profiling import external, recording
@@ -166,6 +166,32 @@ def test_image_model_against_itself(one_thread):
     # The acceptance (1.00 +- 0.05) is checked on a quiet machine (docs/benchmarks.md); tests
     # share the 2 cores with other jobs, so only a gross bias fails here.
     assert 0.7 <= second.latency_ratio <= 1.3
+
+
+def test_video_config_benchmarks_the_video_model():
+    model, description = load_bench_model(
+        "configs/video/synth_ssp.yaml",
+        [
+            "model.backbone=tiny_cnn",
+            "model.head_channels=16",
+            "video.ssp.registration={method: identity}",
+        ],
+        num_classes=8,
+    )
+    assert isinstance(model, SSP)
+    assert description == "SSP (conv, identity, fuse full) on tiny_cnn + upernet-16, random init"
+    image = count_parameters(model.segmenter)
+    channels = model.feature_channels
+    # The conv similarity op: 3x3 2E->E, BN, 3x3 E->E/2, BN, 1x1 E/2->1 (weights and biases).
+    head = (
+        (9 * 2 * channels * channels + channels + 2 * channels)
+        + (9 * channels * (channels // 2) + channels // 2 + 2 * (channels // 2))
+        + (channels // 2 + 1)
+    )
+    res = benchmark(model, (32, 32), frames=3, warmup=1)
+    assert res.params == image + head
+    # Steady-state frames run the fusion too: more FLOPs than the first frame.
+    assert res.flops > res.first_frame_flops
 
 
 def test_environment_records_versions_and_threads():

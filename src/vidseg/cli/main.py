@@ -9,7 +9,7 @@ import sys
 from rich.text import Text
 
 from vidseg import __version__
-from vidseg.cli import bench, data, demo, evaluate, predict, train
+from vidseg.cli import bench, data, demo, evaluate, export_logits, predict, train
 from vidseg.cli.common import Parser, suggest_unknown
 from vidseg.errors import VidsegError
 from vidseg.utils.console import console, setup_logging
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.register(commands)
     demo.register(commands)
     bench.register(commands)
+    export_logits.register(commands)
     return parser
 
 

@@ -90,14 +90,14 @@ def load_bench_model(
     """
     from vidseg.config import load_config
     from vidseg.data import read_dataset_info
-    from vidseg.models import build_segmenter
+    from vidseg.models import build_model
     from vidseg.training.checkpoint import load_run_model
     from vidseg.training.config import TrainConfig
 
     path = Path(entry)
     if path.is_dir():
-        segmenter, cfg = load_run_model(path, "last")
-        return as_video_model(segmenter), f"{_describe(cfg.model)}, trained run"
+        model, cfg = load_run_model(path, "last")
+        return as_video_model(model), f"{_describe(cfg)}, trained run"
     if not path.is_file():
         raise ConfigError(f"{path}: no such run directory or config file")
     cfg = load_config(TrainConfig, path, overrides)
@@ -108,12 +108,20 @@ def load_bench_model(
             if dataset_file.is_file()
             else DEFAULT_NUM_CLASSES
         )
-    segmenter = build_segmenter(cfg.model, num_classes)
-    return as_video_model(segmenter.eval()), f"{_describe(cfg.model)}, random init"
+    model = build_model(cfg.model, cfg.video, num_classes)
+    return as_video_model(model.eval()), f"{_describe(cfg)}, random init"
 
 
-def _describe(model_cfg: Any) -> str:
-    return f"{model_cfg.backbone} + {model_cfg.head}-{model_cfg.head_channels}"
+def _describe(cfg: Any) -> str:
+    m = cfg.model
+    image = f"{m.backbone} + {m.head}-{m.head_channels}"
+    if cfg.video.method == "ssp":
+        ssp = cfg.video.ssp
+        return (
+            f"SSP ({ssp.sim_op}, {ssp.registration.get('method', 'orb')}, fuse {ssp.fuse_at}) "
+            f"on {image}"
+        )
+    return image
 
 
 def synthetic_clip(size: tuple[int, int], frames: int = CLIP_FRAMES) -> list[Tensor]:

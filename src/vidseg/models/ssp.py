@@ -100,6 +100,7 @@ class SSP(VideoModel):
     def __init__(self, segmenter: Segmenter, config: SSPConfig | None = None) -> None:
         super().__init__()
         self.segmenter = segmenter
+        self.num_classes = segmenter.num_classes
         self.config = config or SSPConfig()
         self.feature_channels = segmenter.encoder_channels[0]
         self.sim_op = build_sim_op(self.config.sim_op, self.feature_channels)

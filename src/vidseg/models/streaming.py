@@ -31,10 +31,6 @@ class VideoModel(nn.Module, ABC):
     #: The image segmenter inside, for parameter counts and checkpoints.
     segmenter: Segmenter
 
-    @property
-    def num_classes(self) -> int:
-        return self.segmenter.num_classes
-
     @abstractmethod
     def init_state(self) -> Any:
         """The state before the first frame of a clip."""

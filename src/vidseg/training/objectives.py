@@ -189,9 +189,7 @@ class Objective:
         if self.teacher is not None:
             result = self._distill(cur, prev, frames, batch, device)
         else:
-            labels = batch["labels"][:, -1].to(device)
-            summed, count = cross_entropy_sum(cur, labels, self.weight, self.ignore_index)
-            result = StepLosses(summed, count, cur.new_zeros(()), {"loss_ce": summed / count.clamp(1)})
+            result = self._cross_entropy(cur, batch, device)
         tc = self.cfg.loss.temporal
         if tc.weight > 0:
             term = self._temporal(cur, prev, frames, batch, device)
@@ -203,12 +201,16 @@ class Objective:
 
     def _image_losses(self, logits: Tensor, batch: dict[str, Any], device: torch.device):
         if self.teacher is None:
-            labels = batch["labels"][:, -1].to(device)
-            summed, count = cross_entropy_sum(logits, labels, self.weight, self.ignore_index)
-            return StepLosses(summed, count, logits.new_zeros(()), {"loss_ce": summed / count.clamp(1)})
+            return self._cross_entropy(logits, batch, device)
         target = self._targets(batch, logits.shape[-2:], device)[:, -1]
         kd = self._kl(logits, target)
         return StepLosses(logits.new_zeros(()), logits.new_zeros(()), kd, {"loss_kd": kd})
+
+    def _cross_entropy(self, logits: Tensor, batch: dict[str, Any], device) -> StepLosses:
+        labels = batch["labels"][:, -1].to(device)
+        summed, count = cross_entropy_sum(logits, labels, self.weight, self.ignore_index)
+        zero = logits.new_zeros(())
+        return StepLosses(summed, count, zero, {"loss_ce": summed / count.clamp(1)})
 
     def _kl(self, student: Tensor, teacher: Tensor) -> Tensor:
         from vidseg.losses.distillation import kd_loss
