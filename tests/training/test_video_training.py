@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from vidseg.config import load_config
 from vidseg.data import open_dataset, synthesize
 from vidseg.data.torch_data import collate_samples
-from vidseg.errors import ConfigError
+from vidseg.errors import ConfigError, DataError
 from vidseg.evaluation.video import EvalOptions, evaluate_video
 from vidseg.geometry.registration import corner_error
 from vidseg.losses import temporal_consistency_loss
@@ -221,3 +222,98 @@ def test_missing_image_weights_are_named(root, tmp_path):
     )
     with pytest.raises(ConfigError, match=r"video\.image_weights: .*nope does not exist"):
         train(cfg, name="bad")
+
+
+@pytest.fixture(scope="module")
+def teacher_logits(root, image_run, tmp_path_factory) -> Path:
+    from vidseg.data.teacher_logits import export_logits
+
+    model, _ = load_run_model(image_run)
+    out = tmp_path_factory.mktemp("logits") / "train"
+    export_logits(model, open_dataset(root, "train"), out)
+    return out
+
+
+KD_KEYS = (*SSP_KEYS, "distill.flow=dis", "distill.reduction=pixelmean", "trainer.epochs=1")
+
+
+def test_kd_ssp_trains_on_all_frames_against_the_teacher(root, image_run, teacher_logits, tmp_path):
+    cfg = load_config(
+        TrainConfig,
+        None,
+        overrides(
+            root,
+            tmp_path,
+            *KD_KEYS,
+            f"distill.logits={teacher_logits}",
+            f"video.image_weights={image_run}",
+        ),
+    )
+    data = open_dataset(root, "train")
+    objective = Objective(cfg, data.num_classes, data.ignore_index)
+    samples = objective.samples(data)
+    # Every second window over all frames, labelled or not (the official train_skip_frames 2):
+    # targets at clip positions 1, 3, 5, ... with their predecessors.
+    expected = [(ci, (n - 1, n)) for ci, clip in enumerate(data) for n in clip.frames[1::2]]
+    assert [(s.clip, s.frames) for s in samples] == expected
+    run_dir = train(cfg, name="kd")
+    steps = [r for r in _metrics(run_dir) if "loss" in r]
+    for r in steps:
+        assert r["loss"] == pytest.approx(
+            r["loss_kd"] + r["loss_kd_prev"] + 0.5 * r["loss_tc"], rel=1e-5
+        )
+        assert "loss_ce" not in r
+
+
+def test_kd_student_equal_to_its_teacher_has_a_small_loss(
+    root, image_run, teacher_logits, tmp_path
+):
+    """The image KD baseline started from the teacher itself, without augmentation: the aligned
+    targets are the student's own logits up to fp16 rounding, so the KL is almost zero."""
+    cfg = load_config(
+        TrainConfig,
+        None,
+        overrides(
+            root,
+            tmp_path,
+            f"distill.logits={teacher_logits}",
+            "distill.reduction=pixelmean",
+            "data.crop=null",
+            "data.hflip_p=0.0",
+        ),
+    )
+    data = open_dataset(root, "train")
+    objective = Objective(cfg, data.num_classes, data.ignore_index)
+    samples = objective.samples(data)
+    dataset = objective.dataset(data, samples, train_transform(cfg.data), seed=0)
+    objective.setup(torch.device("cpu"))
+    batch = collate_samples([dataset[i] for i in range(4)])
+    teacher, _ = load_run_model(image_run)
+    with torch.no_grad():
+        own = objective.losses(teacher, batch, torch.device("cpu")).parts["loss_kd"]
+        torch.manual_seed(0)
+        other = build_train_model(cfg, data.num_classes).eval()
+        fresh = objective.losses(other, batch, torch.device("cpu")).parts["loss_kd"]
+    assert float(own) < 1e-6
+    assert float(fresh) > 100 * float(own)
+
+
+def test_corrupt_or_missing_teacher_logits_are_named(root, image_run, teacher_logits, tmp_path):
+    import shutil
+
+    broken = tmp_path / "logits"
+    shutil.copytree(teacher_logits, broken)
+    files = sorted(broken.glob("*.npy"))
+    data = bytearray(files[0].read_bytes())
+    data[-10] ^= 0xFF
+    files[0].write_bytes(bytes(data))
+    cfg = load_config(
+        TrainConfig,
+        None,
+        overrides(root, tmp_path, *KD_KEYS, f"distill.logits={broken}"),
+    )
+    with pytest.raises(DataError, match=re.escape(str(files[0]))):
+        train(cfg, name="kd-corrupt")
+    files[1].unlink()
+    with pytest.raises(DataError, match=re.escape(str(files[1]))):
+        train(cfg, name="kd-missing")
