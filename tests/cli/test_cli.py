@@ -273,16 +273,27 @@ def test_demo_settings_match_the_shipped_config():
     assert make_config(**shipped) == make_config(**DEMO_DATA)
 
 
-def test_demo_training_settings_match_the_shipped_config(tmp_path):
+@pytest.mark.parametrize(
+    ("stage", "path"),
+    [
+        ("image", "configs/image/synth_demo.yaml"),
+        ("ssp", "configs/video/synth_ssp.yaml"),
+        ("teacher", "configs/image/synth_teacher.yaml"),
+        ("kd_ssp", "configs/video/synth_kd_ssp.yaml"),
+    ],
+)
+def test_demo_training_settings_match_the_shipped_config(tmp_path, stage, path):
     from pathlib import Path
 
     from vidseg.cli.demo import demo_overrides
     from vidseg.config import load_config
     from vidseg.training.config import TrainConfig
 
-    shipped = Path(__file__).parents[2] / "configs/image/synth_demo.yaml"
+    shipped = Path(__file__).parents[2] / path
     from_file = load_config(TrainConfig, shipped, [f"trainer.out_dir={tmp_path}/runs"])
-    from_demo = load_config(TrainConfig, None, demo_overrides(Path("data/synth"), tmp_path, []))
+    from_demo = load_config(
+        TrainConfig, None, demo_overrides(Path("data/synth"), tmp_path, [], stage)
+    )
     assert from_file == from_demo
 
 

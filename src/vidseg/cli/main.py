@@ -9,7 +9,7 @@ import sys
 from rich.text import Text
 
 from vidseg import __version__
-from vidseg.cli import bench, data, demo, evaluate, export_logits, predict, train
+from vidseg.cli import ablate, bench, data, demo, evaluate, export_logits, predict, train
 from vidseg.cli.common import Parser, suggest_unknown
 from vidseg.errors import VidsegError
 from vidseg.utils.console import console, setup_logging
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(commands)
     bench.register(commands)
     export_logits.register(commands)
+    ablate.register(commands)
     return parser
 
 

@@ -441,3 +441,37 @@ def _finite(value: float) -> float | None:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None or value != value else f"{100 * value:.2f}"
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    dataset: FolderDataset,
+    *,
+    flow: FlowEstimator | None,
+    vc_windows: tuple[int, ...] = (8,),
+    device: torch.device | str = "cpu",
+    weights: str = "last",
+) -> dict[str, Any]:
+    """Stream the model of ``run_dir`` (image or video) over ``dataset`` and score it with the
+    run's own resize and validation crop; :meth:`Evaluator.result` plus ``tc_ssp``,
+    ``tc_clean`` and ``mvc<k>`` at the top level (the demo's and ``vidseg ablate``'s rows)."""
+    from vidseg.models import as_video_model
+    from vidseg.training.checkpoint import load_run_model
+
+    model, cfg = load_run_model(run_dir, weights)
+    direction = "backward" if flow is not None and flow.name == "gt" else "forward"
+    options = EvalOptions(
+        resize=cfg.data.resize,
+        crop=cfg.data.val_crop,
+        vc_windows=vc_windows,
+        flow_direction=direction,
+    )
+    video = as_video_model(model).to(device)
+    result = evaluate_video(
+        video, dataset, options=options, flow=flow, device=device, show_progress=True
+    ).result(dataset.info.class_names)
+    for protocol, value in result["tc"].items():
+        result[f"tc_{protocol}"] = value
+    for k, value in result["mvc"].items():
+        result[f"mvc{k}"] = value
+    return result

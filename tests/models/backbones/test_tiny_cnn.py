@@ -6,7 +6,12 @@ from vidseg.models import build_backbone
 
 
 @pytest.mark.parametrize(
-    ("name", "widths"), [("tiny_cnn", (16, 32, 64, 128)), ("small_cnn", (32, 64, 128, 256))]
+    ("name", "widths"),
+    [
+        ("tiny_cnn", (16, 32, 64, 128)),
+        ("small_cnn", (32, 64, 128, 256)),
+        ("medium_cnn", (48, 96, 192, 384)),
+    ],
 )
 def test_levels_have_the_declared_channels_and_strides(name, widths):
     backbone = build_backbone(name).eval()

@@ -23,6 +23,7 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     **{f"convnext_{variant}": partial(ConvNextBackbone, variant) for variant in CONVNEXT_SPECS},
     "tiny_cnn": partial(TinyCNN, (16, 32, 64, 128), "tiny_cnn"),
     "small_cnn": partial(TinyCNN, (32, 64, 128, 256), "small_cnn"),
+    "medium_cnn": partial(TinyCNN, (48, 96, 192, 384), "medium_cnn"),
 }
 
 
