@@ -5,9 +5,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vidseg.data.synth import iter_clip, make_config
 from vidseg.errors import ConfigError
+from vidseg.geometry import rescale_homography, stride_matrix, warp_homography
+from vidseg.geometry.registration import Registrar
 from vidseg.models import ModelConfig, build_segmenter, count_parameters
 from vidseg.models.ssp import SSP, SSPConfig
 from vidseg.models.ssp_ops import build_sim_op
@@ -88,10 +91,12 @@ def test_reuse_with_identity_registration_repeats_the_first_prediction(clip):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("fuse_at", ["full", "stride4"])
-def test_streaming_equals_the_offline_forward(clip, fuse_at):
+@pytest.mark.parametrize(
+    ("fuse_at", "registration"), [("full", "orb"), ("stride4", "orb"), ("stride4", "klt")]
+)
+def test_streaming_equals_the_offline_forward(clip, fuse_at, registration):
     frames, _ = clip
-    model = ssp("conv", fuse_at=fuse_at)
+    model = ssp("conv", registration, fuse_at=fuse_at)
     raw = [f.permute(0, 2, 3, 1).numpy() for f in frames]
     homs = np.stack([model.registrar.batch(a, b)[0] for a, b in itertools.pairwise(raw)])
     offline = model.forward_offline(frames, homs)
@@ -101,6 +106,55 @@ def test_streaming_equals_the_offline_forward(clip, fuse_at):
         torch.testing.assert_close(logits, offline[t], atol=1e-5, rtol=1e-5)
     # The propagation changes the output from frame 1 on.
     assert not torch.allclose(offline[2], model.segmenter(frames[2]), atol=1e-3)
+
+
+@torch.no_grad()
+def test_streaming_prepares_each_frame_once_for_registration(clip, monkeypatch):
+    frames, _ = clip
+    model = ssp("conv", "klt", fuse_at="stride4")
+    calls = []
+    original = Registrar._features
+    monkeypatch.setattr(
+        Registrar, "_features", lambda self, image: calls.append(1) or original(self, image)
+    )
+    state = model.init_state()
+    for frame in frames:
+        _, state = model.step(frame, state)
+    assert len(calls) == len(frames)
+    assert model.registrar.stats.pairs == len(frames) - 1
+    assert model.registrar.stats.fallback_count == 0
+
+
+def reference_fuse(model, prev_logits, prev_features, logits, features, h, image_size):
+    """SSP's fusion written out with warp_homography, one warp per map and no shortcut."""
+    h_feat = rescale_homography(h, stride_matrix(4))
+    h_logits = h if logits.shape[-2:] == image_size else h_feat
+    warped_feats, _ = warp_homography(prev_features, h_feat)
+    warped, valid = warp_homography(prev_logits, h_logits)
+    sim = model.sim_op(warped_feats, features)
+    sim = F.interpolate(sim, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+    sim = sim * valid.float()
+    return sim * warped + (1 - sim) * logits, sim
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("fuse_at", ["full", "stride4"])
+@pytest.mark.parametrize("motion", ["registered", "identity"])
+def test_fusion_equals_its_definition(clip, fuse_at, motion):
+    # fuse shares one sampling grid between the stride-4 maps and skips exact identities.
+    frames, homs = clip
+    model = ssp("cossim", fuse_at=fuse_at)  # an untrained conv op gives a nearly flat sim
+    h = homs[2] if motion == "registered" else np.eye(3)[None]
+    seg = model.segmenter
+    inputs = []
+    for frame in frames[1:3]:
+        features = seg.encode(frame)
+        inputs += [model._logits(features, 64, 64), features[0]]
+    fused, sim = model.fuse(*inputs, h, (64, 64))
+    expected, expected_sim = reference_fuse(model, *inputs, h, (64, 64))
+    torch.testing.assert_close(sim, expected_sim, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=0)
+    assert sim.std() > 0.05  # sim varies: both inputs matter
 
 
 @torch.no_grad()
@@ -155,3 +209,41 @@ def test_unknown_options_are_named():
         build_sim_op("convv", 8)
     with pytest.raises(ConfigError, match="fuse_at"):
         SSPConfig(fuse_at="half")
+
+
+@torch.no_grad()
+def test_two_pass_formulation_gives_the_same_outputs_with_two_encoder_passes(clip, monkeypatch):
+    frames, _ = clip
+    one, two = ssp("conv", "identity"), ssp("conv", "identity", recompute_previous=True)
+    two.load_state_dict(one.state_dict())
+    encoded = []
+    original = two.segmenter.encode
+    monkeypatch.setattr(two.segmenter, "encode", lambda x: encoded.append(len(x)) or original(x))
+    s1 = s2 = None
+    for frame in frames:
+        a, s1 = one.step(frame, s1)
+        b, s2 = two.step(frame, s2)
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    # The first frame alone, then the previous and the current frame batched at every step.
+    assert encoded == [1] + [2] * (len(frames) - 1)
+    assert s1.frame is None
+    assert torch.equal(s2.frame, frames[-1])
+
+
+@torch.no_grad()
+def test_state_keeps_the_similarity_map_of_its_frame(clip):
+    frames, _ = clip
+    model = ssp("conv", "identity")
+    _, state = model.step(frames[0], None)
+    assert state.sim is None
+    _, state = model.step(frames[1], state)
+    _, expected = model.fuse(
+        model.segmenter(frames[0]),
+        model.segmenter.encode(frames[0])[0],
+        model.segmenter(frames[1]),
+        model.segmenter.encode(frames[1])[0],
+        np.eye(3)[None],
+        (64, 64),
+    )
+    torch.testing.assert_close(state.sim, expected)
+    assert 0 < float(state.sim.min()) <= float(state.sim.max()) < 1

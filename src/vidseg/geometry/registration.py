@@ -4,9 +4,9 @@ Frames are (H, W, 3) uint8 RGB. A homography is (3, 3) float64 with ``H[2, 2] ==
 pixel coordinates of the previous frame to the current one (pixel centres at integers, as in
 ``cv2.warpPerspective``). Thresholds and limits are in full-resolution pixels.
 
-Methods: ``orb`` and ``sift`` estimate H from the images; ``identity`` assumes no motion (a
-baseline); ``gt`` returns a given ground truth (``gt=`` or :meth:`Registrar.pair` on a dataset
-clip). The feature methods run in stages:
+Methods: ``orb``, ``sift`` and ``klt`` estimate H from the images; ``identity`` assumes no motion
+(a baseline); ``gt`` returns a given ground truth (``gt=`` or :meth:`Registrar.pair` on a dataset
+clip). ``orb`` and ``sift`` run in stages:
 
 1. detect and describe features on grey frames reduced to ``scale`` (``cv2.INTER_AREA``);
 2. match each feature of the previous frame to its two nearest neighbours, keep it if it passes
@@ -22,6 +22,15 @@ clip). The feature methods run in stages:
    frame, a degenerate (mirroring, horizon inside the frame) or implausible H (motion, zoom or
    shear beyond the limits) fall back to the identity, flagged in the info, counted in
    :attr:`Registrar.stats` and logged.
+
+``klt`` tracks instead of matching, for speed on consecutive frames: corners of the previous
+frame (``cv2.goodFeaturesToTrack``, at most ``klt_corners``) are tracked into the current frame
+with pyramidal Lucas-Kanade at the reduced resolution, both frames with their local mean removed;
+tracks that do not come back to within ``klt_fb`` (full-resolution) pixels of their start when
+tracked backwards are dropped; H is fitted robustly to the rest at ``refine_threshold`` (the
+tracks are sub-pixel, so no refinement follows), brought to full resolution as in stage 3 and
+checked as in stage 5. Lucas-Kanade fits a translation per window, so large rotations or zooms
+between the two frames (beyond a few degrees or per cent) are for ``orb``.
 """
 
 from __future__ import annotations
@@ -47,8 +56,9 @@ from vidseg.utils.images import check_rgb_pair, tensor_to_rgb_uint8
 
 log = logging.getLogger(__name__)
 
-METHODS = ("orb", "sift", "identity", "gt")
-FEATURE_METHODS = ("orb", "sift")
+METHODS = ("orb", "sift", "klt", "identity", "gt")
+# Methods that estimate H from the images (and whose results Registrar.pair caches).
+FEATURE_METHODS = ("orb", "sift", "klt")
 ESTIMATORS = {"ransac": cv2.RANSAC, "magsac": cv2.USAC_MAGSAC}
 REFINERS = ("lk", "none")
 # Bumped whenever a change of the algorithm changes its results: part of every cache key.
@@ -63,6 +73,10 @@ _MIN_REDUCED_SIDE = 128
 _ORB_PATCH = 15
 _LK_MAX_LEVEL = 1
 _LK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01)
+# goodFeaturesToTrack for klt: corners with at least this share of the strongest corner's
+# response, found with this block size (pixels of the reduced frame).
+_KLT_QUALITY = 0.01
+_KLT_BLOCK = 5
 # Least share of the inlier feature matches a refined H keeps within ``threshold`` unless weak.
 _REFINE_AGREEMENT = 0.9
 # Fallbacks logged at WARNING: the first few, then one in every _WARN_EVERY (the rest at DEBUG).
@@ -74,7 +88,7 @@ _WARN_EVERY = 100
 class RegistrationConfig:
     """Settings of :class:`Registrar`; all of them are part of the cache key (:attr:`key`)."""
 
-    method: str = "orb"
+    method: str = "orb"  # orb, sift, klt, identity or gt
     scale: float = 0.5  # detection and matching resolution / frame size (shorter side >= 128)
     max_features: int = 1000  # features kept per frame, the strongest; 0 = no limit
     fast_threshold: int = 10  # ORB's FAST threshold: lower finds corners on texture-poor ground
@@ -84,9 +98,13 @@ class RegistrationConfig:
     threshold: float = 2.0  # inlier distance of the feature fit, full-res px (>= 1 reduced px)
     max_iters: int = 2000
     confidence: float = 0.999
-    refine: str = "lk"  # sub-pixel refinement at full resolution: lk or none
-    refine_threshold: float = 1.0  # inlier distance of the refined fit, full-resolution pixels
+    refine: str = "lk"  # orb, sift: sub-pixel refinement at full resolution, lk or none
+    refine_threshold: float = 1.0  # inlier distance of the refined (klt: tracked) fit, full-res px
     refine_window: int = 21  # Lucas-Kanade window side, pixels
+    klt_corners: int = 128  # klt: corners tracked per frame, the strongest
+    klt_window: int = 11  # klt: Lucas-Kanade window side at the reduced resolution, pixels
+    klt_levels: int = 1  # klt: pyramid levels above the reduced frame
+    klt_fb: float = 1.0  # klt: largest forward-backward round-trip error, full-res px; 0 = no check
     min_inliers: int = 15  # fewer inliers fall back to the identity; fewer than twice: weak
     min_spread: float = 0.05  # least frame share covered by the convex hull of the support
     max_shift: float = 0.25  # largest corner displacement, as a fraction of the frame diagonal
@@ -126,6 +144,10 @@ class RegistrationConfig:
             ("confidence", 0 < self.confidence < 1, "in (0, 1)"),
             ("refine_threshold", self.refine_threshold > 0, "positive"),
             ("refine_window", self.refine_window >= 5 and self.refine_window % 2 == 1, "odd, >= 5"),
+            ("klt_corners", self.klt_corners >= 4, "at least 4"),
+            ("klt_window", self.klt_window >= 5 and self.klt_window % 2 == 1, "odd, >= 5"),
+            ("klt_levels", self.klt_levels >= 0, "at least 0"),
+            ("klt_fb", self.klt_fb >= 0, "at least 0"),
             ("min_inliers", self.min_inliers >= 4, "at least 4 (a homography has 8 unknowns)"),
             ("min_spread", 0 <= self.min_spread < 1, "in [0, 1)"),
             ("max_shift", self.max_shift > 0, "positive"),
@@ -143,8 +165,15 @@ class RegistrationConfig:
 
     @property
     def key(self) -> str:
-        """Short stable id of method and settings, e.g. ``orb-1a2b3c4d5e`` (names cache folders)."""
-        blob = json.dumps({"version": REGISTRATION_VERSION, **self.to_dict()}, sort_keys=True)
+        """Short stable id of method and settings, e.g. ``orb-1a2b3c4d5e`` (names cache folders).
+
+        The ``klt_*`` settings count for method klt only: they came later, and leaving them out
+        elsewhere keeps the keys, and so the caches, of the other methods.
+        """
+        settings = self.to_dict()
+        if self.method != "klt":
+            settings = {k: v for k, v in settings.items() if not k.startswith("klt_")}
+        blob = json.dumps({"version": REGISTRATION_VERSION, **settings}, sort_keys=True)
         return f"{self.method}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
@@ -345,14 +374,16 @@ def hull_spread(points: np.ndarray, size: tuple[int, int]) -> float:
 
 
 @dataclass
-class _Features:
-    """What registration keeps of one frame; reused as the previous frame when streaming."""
+class FrameFeatures:
+    """What registration keeps of one frame; reused as the previous frame when streaming
+    (:meth:`Registrar.advance`)."""
 
-    detail: np.ndarray | None  # full-resolution grey minus its local mean, for tracking
+    detail: np.ndarray | None  # full-resolution grey minus its local mean, for orb/sift refinement
     size: tuple[int, int]  # (H, W) of the frame
     small_size: tuple[int, int]  # (H, W) at which the features were found
-    points: np.ndarray  # (N, 2) float32, reduced-resolution pixel coordinates
+    points: np.ndarray  # (N, 2) float32, reduced-resolution pixel coordinates (orb, sift)
     descriptors: np.ndarray | None
+    small_detail: np.ndarray | None = None  # klt: the reduced grey minus its local mean
 
 
 class _Fallback(Exception):
@@ -503,26 +534,40 @@ class Registrar:
 
         Features of each frame are computed once and reused when it becomes the previous frame.
         """
+        prev: FrameFeatures | None = None
+        for n, image in enumerate(frames):
+            prev, result = self.advance(prev, image, where=f"frame {n} of a stream")
+            if result is not None:
+                yield result
+
+    def advance(
+        self, prev: FrameFeatures | None, image: np.ndarray, *, where: str = "a stream"
+    ) -> tuple[FrameFeatures, tuple[np.ndarray, RegistrationInfo] | None]:
+        """One frame of a stream: ``(features, (H_prev_to_image, info))``.
+
+        ``prev`` is what the previous call returned for the previous frame (None for the first
+        frame, which gets None instead of a result); ``image`` is (H, W, 3) uint8 RGB. Each frame
+        is prepared once, so a stream costs one preparation and one estimation per frame
+        (``info.time_ms`` counts both). ``where`` names the frame in fallback warnings.
+        """
         if self.config.method == "gt":
             raise ConfigError("registration method 'gt' cannot track a stream: use pair(clip, n)")
-        prev: _Features | None = None
-        prev_image: np.ndarray | None = None
-        for n, image in enumerate(frames):
-            if prev_image is not None:
-                _check_pair(prev_image, image)
-            where = f"frame {n} of a stream"
-            if self.config.method == "identity":
-                if prev_image is not None:
-                    yield self._register(prev_image, image, None, where)
-                prev_image = image
-                continue
-            start = time.perf_counter()
-            cur = self._features(image)
-            if prev is not None:
-                h, info = self._estimate(prev, cur, start)
-                self._account(info, where)
-                yield h, info
-            prev, prev_image = cur, image
+        _check_pair(image, image)  # the pair check on one frame: an (H, W, 3) uint8 array
+        if prev is not None and prev.size != image.shape[:2]:
+            raise ConfigError(
+                f"registration inputs differ in size: prev {prev.size}, cur {image.shape[:2]}"
+            )
+        start = time.perf_counter()
+        cur = self._features(image)
+        if prev is None:
+            return cur, None
+        if self.config.method == "identity":
+            h, info = np.eye(3), RegistrationInfo("identity", "assumed")
+            info.time_ms = (time.perf_counter() - start) * 1e3
+        else:
+            h, info = self._estimate(prev, cur, start)
+        self._account(info, where)
+        return cur, (h, info)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -551,29 +596,31 @@ class Registrar:
         self._account(info, where)
         return h, info
 
-    def _features(self, image: np.ndarray) -> _Features:
+    def _features(self, image: np.ndarray) -> FrameFeatures:
+        cfg = self.config
+        size = image.shape[:2]
+        if cfg.method == "identity":
+            return FrameFeatures(None, size, size, np.empty((0, 2), np.float32), None)
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        small_size = _reduced_size(grey.shape, self.config.scale)
+        small_size = _reduced_size(grey.shape, cfg.scale)
         small = grey
         if small_size != grey.shape:
             small = cv2.resize(grey, small_size[::-1], interpolation=cv2.INTER_AREA)
+        if cfg.method == "klt":
+            # Corners are found on the previous frame only, when it is registered (_track).
+            detail = _remove_local_mean(small, cfg.klt_window)
+            return FrameFeatures(None, size, small_size, np.empty((0, 2), np.float32), None, detail)
         keypoints, descriptors = self._detector.detectAndCompute(small, None)
         points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
         detail = None
-        if self.config.refine == "lk":
-            # Lucas-Kanade assumes constant brightness; removing the local mean (a box as wide
-            # as the tracking window) takes out exposure changes, vignetting and cloud shadows,
-            # which otherwise pull the tracks (median corner error 0.15 -> 0.08 px on the
-            # default synthetic world, 1.3 -> 0.6 px at degradation strength 3).
-            box = (self.config.refine_window, self.config.refine_window)
-            detail = cv2.addWeighted(grey, 1.0, cv2.blur(grey, box), -1.0, 128.0)
-        return _Features(detail, grey.shape, small_size, points, descriptors)
+        if cfg.refine == "lk":
+            detail = _remove_local_mean(grey, cfg.refine_window)
+        return FrameFeatures(detail, size, small_size, points, descriptors)
 
     def _estimate(
-        self, prev: _Features, cur: _Features, start: float
+        self, prev: FrameFeatures, cur: FrameFeatures, start: float
     ) -> tuple[np.ndarray, RegistrationInfo]:
         info = RegistrationInfo(self.config.method, "good")
-        info.keypoints = (len(prev.points), len(cur.points))
         try:
             h = self._fit(prev, cur, info)
         except _Fallback as failure:
@@ -582,9 +629,40 @@ class Registrar:
         info.time_ms = (time.perf_counter() - start) * 1e3
         return h, info
 
-    def _fit(self, prev: _Features, cur: _Features, info: RegistrationInfo) -> np.ndarray:
+    def _fit(self, prev: FrameFeatures, cur: FrameFeatures, info: RegistrationInfo) -> np.ndarray:
+        """H at full resolution after the checks (step 5 of the module docstring); fills
+        ``info`` and raises :class:`_Fallback` when estimation fails."""
+        cfg = self.config
+        track = self._track if cfg.method == "klt" else self._match
+        h, support, weak = track(prev, cur, info)
+        problem = check_homography(h, prev.size, cfg)
+        if problem is not None:
+            raise _Fallback(*problem)
+        info.spread = hull_spread(support, prev.size)
+        if info.spread < cfg.min_spread:
+            raise _Fallback(
+                "degenerate",
+                f"the support covers {info.spread:.1%} of the frame < {cfg.min_spread:.0%}",
+            )
+        if not weak[0] and info.inliers < 2 * cfg.min_inliers:
+            weak = ("low_support", f"{info.inliers} inliers < {2 * cfg.min_inliers}")
+        if not weak[0] and info.spread < 2 * cfg.min_spread:
+            weak = ("narrow_support", f"the support covers {info.spread:.1%} of the frame")
+        if weak[0]:
+            info.quality, (info.reason, info.detail) = "weak", weak
+        return h / h[2, 2]
+
+    def _match(
+        self, prev: FrameFeatures, cur: FrameFeatures, info: RegistrationInfo
+    ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
+        """orb, sift: match, fit and refine (steps 2-4 of the module docstring).
+
+        Returns H at full resolution, the full-resolution points supporting it and ``(reason,
+        detail)`` of a weak result (empty strings if none).
+        """
         cfg = self.config
         full_size = prev.size
+        info.keypoints = (len(prev.points), len(cur.points))
         fewest = min(info.keypoints)
         if fewest < cfg.min_inliers or prev.descriptors is None or cur.descriptors is None:
             which = "previous" if len(prev.points) == fewest else "current"
@@ -639,25 +717,69 @@ class Registrar:
                         f"the refined fit keeps {agreement:.0%} of the inlier matches "
                         f"within {threshold:g} px",
                     )
-        problem = check_homography(h, full_size, cfg)
-        if problem is not None:
-            raise _Fallback(*problem)
-        info.spread = hull_spread(support, full_size)
-        if info.spread < cfg.min_spread:
+        return h, support, weak
+
+    def _track(
+        self, prev: FrameFeatures, cur: FrameFeatures, info: RegistrationInfo
+    ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
+        """klt: track corners of the previous frame into the current one and fit H.
+
+        Returns H at full resolution, the full-resolution points supporting it and a weak
+        result's ``(reason, detail)`` (empty: :meth:`_fit` adds the support checks).
+        """
+        cfg = self.config
+        prev_image, cur_image = prev.small_detail, cur.small_detail
+        if prev_image is None or cur_image is None:
+            raise ValueError("klt registration needs features prepared by method klt")
+        rows, cols = prev.small_size
+        # Corners at least half the spacing of klt_corners spread evenly apart: the strongest
+        # corners cluster on high-contrast texture, and H needs points all over the frame.
+        spacing = max(1.0, 0.5 * np.sqrt(rows * cols / cfg.klt_corners))
+        corners = cv2.goodFeaturesToTrack(
+            prev_image, cfg.klt_corners, _KLT_QUALITY, spacing, blockSize=_KLT_BLOCK
+        )
+        found = 0 if corners is None else len(corners)
+        info.keypoints = (found, 0)
+        if corners is None or found < cfg.min_inliers:
             raise _Fallback(
-                "degenerate",
-                f"the support covers {info.spread:.1%} of the frame < {cfg.min_spread:.0%}",
+                "no_features", f"{found} corners in the previous frame < {cfg.min_inliers}"
             )
-        if not weak[0] and info.inliers < 2 * cfg.min_inliers:
-            weak = ("low_support", f"{info.inliers} inliers < {2 * cfg.min_inliers}")
-        if not weak[0] and info.spread < 2 * cfg.min_spread:
-            weak = ("narrow_support", f"the support covers {info.spread:.1%} of the frame")
-        if weak[0]:
-            info.quality, (info.reason, info.detail) = "weak", weak
-        return h / h[2, 2]
+        window = (cfg.klt_window, cfg.klt_window)
+        lk = {"winSize": window, "maxLevel": cfg.klt_levels, "criteria": _LK_CRITERIA}
+        moved, status, _err = cv2.calcOpticalFlowPyrLK(prev_image, cur_image, corners, None, **lk)
+        tracked = status.ravel().astype(bool)
+        info.keypoints = (found, int(tracked.sum()))
+        to_full = resize_matrix(prev.small_size, prev.size)
+        full_per_small = (to_full[0, 0] + to_full[1, 1]) / 2
+        src, dst = corners.reshape(-1, 2), moved.reshape(-1, 2)
+        tracked &= _inside(dst, prev.small_size)
+        if cfg.klt_fb > 0:
+            back, status_back, _err = cv2.calcOpticalFlowPyrLK(
+                cur_image, prev_image, moved, None, **lk
+            )
+            round_trip = np.linalg.norm(back.reshape(-1, 2) - src, axis=1) * full_per_small
+            tracked &= status_back.ravel().astype(bool) & (round_trip <= cfg.klt_fb)
+        info.matches = int(tracked.sum())
+        if info.matches < cfg.min_inliers:
+            raise _Fallback(
+                "few_matches", f"{info.matches} corners tracked consistently < {cfg.min_inliers}"
+            )
+        src, dst = src[tracked], dst[tracked]
+        h_small, mask = self._robust_fit(src, dst, cfg.refine_threshold / full_per_small)
+        if h_small is None or mask is None:
+            raise _Fallback(
+                "no_model", f"{cfg.estimator} found no homography in {info.matches} tracks"
+            )
+        inlier = mask.ravel().astype(bool)
+        info.inliers = int(inlier.sum())
+        info.inlier_ratio = info.inliers / info.matches
+        if info.inliers < cfg.min_inliers:
+            raise _Fallback("few_inliers", f"{info.inliers} inliers < {cfg.min_inliers}")
+        support = apply_homography(to_full, src[inlier])
+        return rescale_homography(h_small, to_full), support, ("", "")
 
     def _refine(
-        self, prev: _Features, cur: _Features, h: np.ndarray, to_full: np.ndarray
+        self, prev: FrameFeatures, cur: FrameFeatures, h: np.ndarray, to_full: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Track all previous-frame features against the current frame warped back by ``h``,
         and refit H on the tracked correspondences.
@@ -689,8 +811,7 @@ class Registrar:
         )
         p0 = p0.reshape(-1, 2)
         p1 = apply_homography(h, q.reshape(-1, 2)).astype(np.float32)
-        inside = (p1[:, 0] >= 0) & (p1[:, 0] <= cols - 1) & (p1[:, 1] >= 0) & (p1[:, 1] <= rows - 1)
-        tracked = status.ravel().astype(bool) & inside
+        tracked = status.ravel().astype(bool) & _inside(p1, prev.size)
         if tracked.sum() < cfg.min_inliers:
             return None
         h_ref, mask = self._robust_fit(p0[tracked], p1[tracked], cfg.refine_threshold)
@@ -746,6 +867,25 @@ class Registrar:
                 self.stats.pairs,
                 note,
             )
+
+
+def _inside(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N,) bool: which ``points`` (N, 2) lie within the pixel centres of a frame of ``size``."""
+    rows, cols = size
+    x, y = points[:, 0], points[:, 1]
+    return (x >= 0) & (x <= cols - 1) & (y >= 0) & (y <= rows - 1)
+
+
+def _remove_local_mean(grey: np.ndarray, window: int) -> np.ndarray:
+    """``grey`` minus its mean over a ``window``-wide box, plus 128 (uint8, saturated).
+
+    Lucas-Kanade assumes constant brightness; removing the local mean (a box as wide as the
+    tracking window) takes out exposure changes, vignetting and cloud shadows, which otherwise
+    pull the tracks. Median corner errors without and with it: orb refinement 0.15 -> 0.08 px on
+    the default synthetic world and 1.3 -> 0.6 px at degradation strength 3; klt 0.13 -> 0.10 px
+    and 0.51 -> 0.21 px.
+    """
+    return cv2.addWeighted(grey, 1.0, cv2.blur(grey, (window, window)), -1.0, 128.0)
 
 
 def _reduced_size(size: tuple[int, ...], scale: float) -> tuple[int, int]:

@@ -10,7 +10,7 @@ similarity map computed from the aligned previous and the current stride-4 featu
 behind them (outside the warped previous frame) take the current prediction (sim = 0 there).
 
 Streaming (:meth:`SSP.step`) runs the backbone once per frame: the previous frame's stage-1
-features, its fused logits and the raw frame (for registration) are the state. Training
+features, its fused logits and what registration keeps of it are the state. Training
 (:meth:`SSP.forward_pair`) pushes the previous and the current frames through the backbone in one
 batched pass, as the official code's two passes do, and returns what the losses need.
 Conventions: logits (B, C, H, W) at the frame size; homographies map previous-frame pixel
@@ -23,14 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vidseg.errors import ConfigError
-from vidseg.geometry import rescale_homography, stride_matrix, warp_homography
-from vidseg.geometry.registration import Registrar, make_registration_config
+from vidseg.geometry import rescale_homography, sample, stride_matrix
+from vidseg.geometry.registration import FrameFeatures, Registrar, make_registration_config
+from vidseg.geometry.warp import homography_coords
 from vidseg.models.segmenter import Segmenter
 from vidseg.models.ssp_ops import build_mixing_op, build_sim_op
 from vidseg.models.streaming import VideoModel
@@ -61,6 +63,10 @@ class SSPConfig:
     # torch both release the GIL). Pays off when the network runs on a GPU or on cores of its
     # own; on a 2-core CPU shared with torch it measured no faster (docs/ssp.md).
     parallel_registration: bool = False
+    # The two-pass formulation, for comparison only: re-encode the previous frame at every step
+    # (batched with the current one) instead of reusing its cached features, as an
+    # implementation of the official training forward at inference would. Same outputs.
+    recompute_previous: bool = False
 
     def __post_init__(self) -> None:
         from vidseg.models.backbones.base import unknown_name_error
@@ -89,9 +95,31 @@ class SSPConfig:
 class SSPState:
     """What :meth:`SSP.step` carries from frame to frame."""
 
-    frame: np.ndarray  # (B, H, W, 3) uint8 RGB of the previous frame, for registration
-    features: Tensor  # (B, E, h, w) its stride-4 features (raw, not warped)
+    registration: list[FrameFeatures]  # what registration keeps of the previous frames (B)
+    features: Tensor  # (B, E, h, w) their stride-4 features (raw, not warped)
     logits: Tensor  # (B, C, H', W') its fused logits (H' x W' = frame or stride-4 size)
+    # (B, 1, H', W') the similarity map that fused them (None for a clip's first frame): the
+    # weight of the propagated prediction, for visualisation.
+    sim: Tensor | None = None
+    frame: Tensor | None = None  # the previous frame itself, kept only by the two-pass option
+
+
+def _as_homographies(h: Tensor | np.ndarray) -> np.ndarray:
+    """(3, 3) or (B, 3, 3) homographies, NumPy or torch, as a (B, 3, 3) float64 NumPy array."""
+    array = h.detach().cpu().numpy() if isinstance(h, Tensor) else np.asarray(h)
+    return array.astype(np.float64, copy=False).reshape(-1, 3, 3)
+
+
+def _rgb_frames(frames: Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) uint8 or float 0..1 frames -> B (H, W, 3) uint8 RGB arrays, for registration.
+
+    Equals :func:`vidseg.utils.images.tensor_to_rgb_uint8`; for uint8 frames, interleaving the
+    channel planes with ``cv2.merge`` takes 0.015 ms per 256x256 frame where torch's permuted
+    copy takes 0.11 ms (2-core CPU).
+    """
+    if frames.dtype != torch.uint8:
+        return list(tensor_to_rgb_uint8(frames))
+    return [cv2.merge(list(planes)) for planes in frames.detach().cpu().numpy()]
 
 
 class SSP(VideoModel):
@@ -132,24 +160,51 @@ class SSP(VideoModel):
     ) -> tuple[Tensor, Tensor]:
         """Fused logits (same grid as ``logits``) and sim (B, 1, same grid).
 
-        ``h_prev_to_cur`` (B, 3, 3) is in image pixels; the feature and stride-4 logit grids
-        use it conjugated by the stride (pixel-centre convention).
+        ``h_prev_to_cur`` (3, 3) or (B, 3, 3) is in image pixels; the feature and stride-4 logit
+        grids use it conjugated by the stride (pixel-centre convention) and share one sampling
+        grid. When every homography is exactly the identity (identity registration, or a
+        fallback) the previous maps are used as they are, which equals resampling them up to
+        float rounding.
         """
-        h = torch.as_tensor(h_prev_to_cur, dtype=torch.float64, device=logits.device)
-        h_feat = torch.as_tensor(
-            rescale_homography(h.cpu().numpy(), stride_matrix(FEATURE_STRIDE)),
-            device=logits.device,
-        )
-        h_logits = h if logits.shape[-2:] == tuple(image_size) else h_feat
-        warped_feats, _ = warp_homography(prev_features, h_feat, mode=self.config.features_mode)
-        warped, valid = warp_homography(prev_logits, h_logits, mode=self.config.logits_mode)
+        hom = _as_homographies(h_prev_to_cur)
+        valid: Tensor | None = None
+        if np.array_equal(hom, np.broadcast_to(np.eye(3), hom.shape)):
+            warped_feats, warped = prev_features, prev_logits
+        else:
+            warped_feats, warped, valid = self._warp(prev_features, prev_logits, hom, image_size)
         warped, logits = self.mixing_op(warped, logits)
         sim = self.sim_op(warped_feats, features)
         if sim.shape[-2:] != logits.shape[-2:]:
             sim = F.interpolate(sim, size=logits.shape[-2:], mode="bilinear", align_corners=False)
-        # No previous frame behind a pixel: the current prediction alone.
-        sim = sim * valid.to(sim.dtype)
-        return sim * warped + (1 - sim) * logits, sim
+        if valid is not None:
+            # No previous frame behind a pixel: the current prediction alone.
+            sim = sim * valid
+        # logits + sim * (warped - logits): exactly the current logits where sim is 0.
+        return torch.lerp(logits, warped, sim), sim
+
+    def _warp(
+        self,
+        prev_features: Tensor,
+        prev_logits: Tensor,
+        hom: np.ndarray,
+        image_size: tuple[int, int],
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The previous features and logits aligned to the current frame by ``hom`` (B, 3, 3),
+        and the validity of the warped logits (B, 1, ...), as :func:`vidseg.geometry.sample`."""
+        batch, device = prev_features.shape[0], prev_features.device
+        h_feat = rescale_homography(hom, stride_matrix(FEATURE_STRIDE))
+        feat_size = tuple(prev_features.shape[-2:])
+        feat_coords = homography_coords(h_feat, feat_size, device=device).expand(batch, -1, -1, -1)
+        warped_feats, _ = sample(prev_features, feat_coords, mode=self.config.features_mode)
+        logits_size = tuple(prev_logits.shape[-2:])
+        if logits_size == feat_size:
+            coords = feat_coords  # stride-4 logits lie on the features' grid
+        else:
+            h_logits = hom if logits_size == tuple(image_size) else h_feat
+            coords = homography_coords(h_logits, logits_size, device=device)
+            coords = coords.expand(batch, -1, -1, -1)
+        warped, valid = sample(prev_logits, coords, mode=self.config.logits_mode)
+        return warped_feats, warped, valid
 
     def _output(self, logits: Tensor, height: int, width: int) -> Tensor:
         if logits.shape[-2:] == (height, width):
@@ -180,20 +235,46 @@ class SSP(VideoModel):
             hs, _ = self.registrar.batch(prev, cur)
         return hs
 
+    def _advance(
+        self, prev: list[FrameFeatures] | None, frame: Tensor
+    ) -> tuple[list[FrameFeatures], np.ndarray | None]:
+        """Registration of a stream's next frames (B, 3, H, W), timed as external: what it keeps
+        of them, and the (B, 3, 3) homographies from the previous ones (None without ``prev``)."""
+        with external("registration"):
+            steps = [
+                self.registrar.advance(
+                    None if prev is None else prev[i], image, where=f"item {i} of an SSP stream"
+                )
+                for i, image in enumerate(_rgb_frames(frame))
+            ]
+        kept = [features for features, _ in steps]
+        if prev is None:
+            return kept, None
+        return kept, np.stack([result[0] for _, result in steps if result is not None])
+
     def step(self, frame: Tensor, state: SSPState | None) -> tuple[Tensor, SSPState]:
         height, width = frame.shape[-2:]
-        raw = tensor_to_rgb_uint8(frame)
+        prev = None if state is None else state.registration
         pending = None
-        if state is not None and self.config.parallel_registration:
-            pending = self._pool().submit(self.register, state.frame, raw)
-        features = self.segmenter.encode(frame)
+        if self.config.parallel_registration:
+            pending = self._pool().submit(self._advance, prev, frame)
+        two_pass = self.config.recompute_previous
+        prev_features = None if state is None else state.features
+        if two_pass and state is not None:
+            batch = frame.shape[0]
+            both = self.segmenter.encode(torch.cat([state.frame, frame]))
+            prev_features = both[0][:batch]
+            features = [level[batch:] for level in both]
+        else:
+            features = self.segmenter.encode(frame)
         logits = self._logits(features, height, width)
-        if state is not None:
-            hs = pending.result() if pending is not None else self.register(state.frame, raw)
-            logits, _ = self.fuse(
-                state.logits, state.features, logits, features[0], hs, (height, width)
+        registration, hs = pending.result() if pending is not None else self._advance(prev, frame)
+        sim = None
+        if state is not None and hs is not None:
+            logits, sim = self.fuse(
+                state.logits, prev_features, logits, features[0], hs, (height, width)
             )
-        new_state = SSPState(raw, features[0], logits)
+        new_state = SSPState(registration, features[0], logits, sim, frame if two_pass else None)
         return self._output(logits, height, width), new_state
 
     def forward(self, frames: Tensor, homographies: Tensor | np.ndarray) -> dict[str, Tensor]:

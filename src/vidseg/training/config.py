@@ -182,6 +182,9 @@ class DistillConfig:
     flow_weights: str | None = None
     # Keep every k-th window of each clip (the official train_skip_frames: 2).
     every: int = 2
+    # Weight of the cross-entropy on the human labels of the windows whose last frame has one
+    # (0: the teacher alone, as officially).
+    label_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice(self.reduction, KD_REDUCTIONS, "distill.reduction")
@@ -192,6 +195,8 @@ class DistillConfig:
             raise ConfigError(f"distill.prev_weight must be >= 0, got {self.prev_weight}")
         if self.every < 1:
             raise ConfigError(f"distill.every must be >= 1, got {self.every}")
+        if self.label_weight < 0:
+            raise ConfigError(f"distill.label_weight must be >= 0, got {self.label_weight}")
 
 
 @dataclass

@@ -133,7 +133,8 @@ class Objective:
     ) -> ClipSampleDataset:
         """The torch dataset of ``samples``, with what the losses need loaded in the workers."""
         cfg = self.cfg
-        options: dict[str, Any] = {"seed": seed, "load_labels": self.teacher is None}
+        labels = self.teacher is None or cfg.distill.label_weight > 0
+        options: dict[str, Any] = {"seed": seed, "load_labels": labels}
         if self.video:
             options["load_homographies"] = True
             if cfg.video.homographies == "model":
@@ -204,7 +205,16 @@ class Objective:
             return self._cross_entropy(logits, batch, device)
         target = self._targets(batch, logits.shape[-2:], device)[:, -1]
         kd = self._kl(logits, target)
-        return StepLosses(logits.new_zeros(()), logits.new_zeros(()), kd, {"loss_kd": kd})
+        return self._with_labels(logits, batch, device, kd, {"loss_kd": kd})
+
+    def _with_labels(self, logits, batch, device, kd: Tensor, parts: dict[str, Tensor]):
+        """The distillation terms plus ``distill.label_weight`` times the CE of the labelled
+        samples (frames without a label are all ignore_index and add nothing)."""
+        weight = self.cfg.distill.label_weight
+        if weight == 0:
+            return StepLosses(logits.new_zeros(()), logits.new_zeros(()), kd, parts)
+        ce = self._cross_entropy(logits, batch, device)
+        return StepLosses(weight * ce.summed, ce.count, kd, {**parts, **ce.parts})
 
     def _cross_entropy(self, logits: Tensor, batch: dict[str, Any], device) -> StepLosses:
         labels = batch["labels"][:, -1].to(device)
@@ -252,7 +262,7 @@ class Objective:
             prev_term = self._kl(prev, t_prev)
             term = term + kd.prev_weight * prev_term
             parts["loss_kd_prev"] = prev_term
-        return StepLosses(cur.new_zeros(()), cur.new_zeros(()), term, parts)
+        return self._with_labels(cur, batch, device, term, parts)
 
     def _temporal(self, cur, prev, frames, batch, device) -> Tensor:
         from vidseg.losses import temporal_consistency_loss
