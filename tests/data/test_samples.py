@@ -149,8 +149,7 @@ def test_builders_log_one_info_line(dataset, caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == "vidseg.data.samples"]
     assert messages == [
         "labelled samples (num_prev=1): 4 from 2 clips, 3 skipped (previous frames missing)",
-        "frame windows (num_prev=1, every=3): 3 from 2 clips, 4 skipped (previous frames "
-        "missing)",
+        "frame windows (num_prev=1, every=3): 3 from 2 clips, 4 skipped (previous frames missing)",
     ]
 
 
