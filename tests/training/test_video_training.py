@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +264,13 @@ def test_kd_ssp_trains_on_all_frames_against_the_teacher(root, image_run, teache
             r["loss_kd"] + r["loss_kd_prev"] + 0.5 * r["loss_tc"], rel=1e-5
         )
         assert "loss_ce" not in r
+    # With distill.label_weight, labelled windows add their cross-entropy.
+    labelled = train(replace(cfg, distill=replace(cfg.distill, label_weight=2.0)), name="kd-l")
+    steps = [r for r in _metrics(labelled) if "loss" in r]
+    assert any(r["loss_ce"] > 0 for r in steps)
+    for r in steps:
+        expected = r["loss_kd"] + r["loss_kd_prev"] + 0.5 * r["loss_tc"] + 2.0 * r["loss_ce"]
+        assert r["loss"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_kd_student_equal_to_its_teacher_has_a_small_loss(

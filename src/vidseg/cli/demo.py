@@ -354,7 +354,7 @@ def _print_tables(
 ) -> None:
     rows = [
         [
-            f"{m['name']} ({m['model']})",
+            m["name"],
             percent(m["miou"]),
             percent(m["tc_ssp"]),
             percent(m["tc_clean"]),
@@ -367,7 +367,7 @@ def _print_tables(
     ]
     rows.append(
         [
-            "SSP, two-pass (previous frame re-encoded)",
+            "SSP two-pass",
             "",
             "",
             "",
@@ -387,11 +387,17 @@ def _print_tables(
                 "TC clean %",
                 f"mVC{VC_WINDOW} %",
                 "params",
-                "ms/frame (CPU)",
+                "ms/frame",
                 "x image",
             ],
             rows,
         )
+    )
+    for m in models:
+        stdout.print(f"{m['name']}: {m['model']}")
+    stdout.print(
+        "SSP two-pass: SSP re-encoding the previous frame at every step; ms/frame: median CPU "
+        "latency per frame, batch 1, registration included"
     )
     if labels_tc is not None:
         stdout.print(
