@@ -35,6 +35,28 @@ def test_kd_loss_matches_numpy_for_both_reductions():
     )
 
 
+def test_class_weighted_kd_loss_weighs_pixels_by_the_teachers_class():
+    gen = torch.Generator().manual_seed(3)
+    student = torch.randn(2, 4, 3, 5, generator=gen, dtype=torch.float64) * 2
+    teacher = torch.randn(2, 4, 3, 5, generator=gen, dtype=torch.float64) * 2
+    weights = torch.tensor([1.0, 4.0, 0.5, 2.0], dtype=torch.float64)
+    # Per-pixel KL computed independently, weighted by the teacher's argmax class.
+    s, t = student.numpy(), teacher.numpy()
+    per_pixel = np.zeros((2, 3, 5))
+    for b in range(2):
+        for y in range(3):
+            for x in range(5):
+                per_pixel[b, y, x] = numpy_kd(s[b, :, y, x][None], t[b, :, y, x][None], 2.0)
+    w = weights.numpy()[t.argmax(axis=1)]
+    weighted = kd_loss(student, teacher, reduction="pixelmean", class_weights=weights).item()
+    assert weighted == pytest.approx((w * per_pixel).sum() / w.sum(), rel=1e-12)
+    batchmean = kd_loss(student, teacher, class_weights=weights).item()
+    assert batchmean == pytest.approx((w * per_pixel).sum() / 2, rel=1e-12)
+    # Equal weights change nothing under pixelmean.
+    equal = kd_loss(student, teacher, reduction="pixelmean", class_weights=torch.full((4,), 3.0))
+    assert equal.item() == pytest.approx(kd_loss(student, teacher, reduction="pixelmean").item())
+
+
 def test_kd_loss_is_zero_for_equal_logits_and_scales_with_tau_squared():
     gen = torch.Generator().manual_seed(1)
     student = torch.randn(3, 4, 5, 6, generator=gen)

@@ -211,6 +211,8 @@ def test_video_options_need_a_video_method(tmp_path):
         load_config(TrainConfig, None, ["loss.temporal.weight=0.5"])
     with pytest.raises(ConfigError, match=r"video\.unroll > 1 needs a video method"):
         load_config(TrainConfig, None, ["video.unroll=2"])
+    with pytest.raises(ConfigError, match=r"distill\.class_weighted needs loss\.class_weights"):
+        load_config(TrainConfig, None, ["distill.class_weighted=true"])
     with pytest.raises(ConfigError, match=r"unknown similarity op 'convv'.*conv"):
         load_config(TrainConfig, None, ["video.method=ssp", "video.ssp.sim_op=convv"])
 

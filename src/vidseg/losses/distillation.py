@@ -25,6 +25,7 @@ def kd_loss(
     teacher: Tensor,
     temperature: float = 2.0,
     reduction: Reduction = "batchmean",
+    class_weights: Tensor | None = None,
 ) -> Tensor:
     """``tau^2 * KL(softmax(teacher / tau) || softmax(student / tau))`` over the class axis.
 
@@ -36,6 +37,9 @@ def kd_loss(
       the temporal consistency loss beside it is 135000 ~ 0.25 * 736^2;
     - ``"pixelmean"``: the sum divided by B * H * W, independent of the crop size. The same
       balance as the official one is ``lambda_official = lambda_pixelmean * H * W``.
+
+    ``class_weights`` (C,) weighs each pixel's KL by the weight of the teacher's class there, as
+    a class-weighted cross-entropy does; "pixelmean" then divides by the summed weights.
     """
     if student.shape != teacher.shape or student.ndim != 4:
         raise ValueError(
@@ -50,12 +54,19 @@ def kd_loss(
     log_q = F.log_softmax(student.to(dtype) / temperature, dim=1)
     log_p = F.log_softmax(teacher.detach().to(dtype) / temperature, dim=1)
     # log_target keeps p * log p finite where the teacher's probability underflows to 0.
-    total = F.kl_div(log_q, log_p, reduction="sum", log_target=True)
     batch, _, height, width = student.shape
+    if class_weights is None:
+        total = F.kl_div(log_q, log_p, reduction="sum", log_target=True)
+        pixels: Tensor | int = batch * height * width
+    else:
+        per_pixel = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(1)
+        weight = class_weights.to(dtype)[teacher.detach().argmax(1)]
+        total = (weight * per_pixel).sum()
+        pixels = weight.sum()
     if reduction == "batchmean":
         count = batch
     elif reduction == "pixelmean":
-        count = batch * height * width
+        count = pixels
     else:
         raise ValueError(f"reduction must be 'batchmean' or 'pixelmean', got '{reduction}'")
     return total / count * temperature**2

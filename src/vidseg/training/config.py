@@ -185,6 +185,8 @@ class DistillConfig:
     # Weight of the cross-entropy on the human labels of the windows whose last frame has one
     # (0: the teacher alone, as officially).
     label_weight: float = 0.0
+    # Weigh each pixel's KL by loss.class_weights of the teacher's class there (officially not).
+    class_weighted: bool = False
 
     def __post_init__(self) -> None:
         _check_choice(self.reduction, KD_REDUCTIONS, "distill.reduction")
@@ -254,6 +256,8 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
+        if self.distill.class_weighted and self.loss.class_weights is None:
+            raise ConfigError("distill.class_weighted needs loss.class_weights")
         if self.video.method == "none":
             if self.loss.temporal.weight > 0:
                 raise ConfigError(

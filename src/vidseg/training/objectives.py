@@ -226,7 +226,14 @@ class Objective:
         from vidseg.losses.distillation import kd_loss
 
         kd = self.cfg.distill
-        return kd_loss(student, teacher, temperature=kd.temperature, reduction=kd.reduction)
+        weights = self.weight if kd.class_weighted else None
+        return kd_loss(
+            student,
+            teacher,
+            temperature=kd.temperature,
+            reduction=kd.reduction,
+            class_weights=weights,
+        )
 
     def _targets(self, batch: dict[str, Any], size: tuple[int, int], device) -> Tensor:
         """The teacher's logits on the augmented frames, (B, frames, C, H, W) float32."""
