@@ -86,24 +86,33 @@ class ClipSampleDataset(Dataset[dict[str, Any]]):
         ref = self.samples[index]
         clip = self.dataset[ref.clip]
         frames = ref.frames
-        pairs = list(itertools.pairwise(frames))
+        pairs = list(itertools.pairwise(range(len(frames))))
+        images = [clip.image(n) for n in frames]
         return VideoSample(
-            frames=[clip.image(n) for n in frames],
+            frames=images,
             labels=[clip.label(n) if self.load_labels else None for n in frames],
             # The clip stores n-1 -> n data, which is the pair's only when the frames are adjacent.
             homographies=[
-                self._homography(clip, b) if self.load_homographies and b == a + 1 else None
-                for a, b in pairs
+                self._homography(clip, frames[j], (images[i], images[j]))
+                if self.load_homographies and frames[j] == frames[i] + 1
+                else None
+                for i, j in pairs
             ],
-            flows=[clip.flow(b) if self.load_flows and b == a + 1 else None for a, b in pairs],
+            flows=[
+                clip.flow(frames[j]) if self.load_flows and frames[j] == frames[i] + 1 else None
+                for i, j in pairs
+            ],
             clip_id=clip.id,
             frame_numbers=tuple(frames),
         )
 
-    def _homography(self, clip: Clip, n: int) -> np.ndarray | None:
+    def _homography(
+        self, clip: Clip, n: int, images: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray | None:
         if self.registrar is None:
             return clip.homography(n)
-        return self.registrar.pair(clip, n)[0]
+        # The frames are already read: registration does not decode them again.
+        return self.registrar.pair(clip, n, images)[0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self.samples):

@@ -491,8 +491,15 @@ class Registrar:
 
         return torch.from_numpy(hs).to(prev.device), infos
 
-    def pair(self, clip: ClipLike, n: int) -> tuple[np.ndarray, RegistrationInfo]:
+    def pair(
+        self,
+        clip: ClipLike,
+        n: int,
+        images: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, RegistrationInfo]:
         """``(H, info)`` from frame ``n - 1`` to frame ``n`` of a dataset clip.
+
+        ``images``: the two frames when the caller has already read them (not read again).
 
         Method ``gt`` reads the clip's stored homography (DataError if it has none); the feature
         methods read both frames, through the cache when the Registrar has one.
@@ -507,7 +514,7 @@ class Registrar:
                 )
             return self._register(None, None, gt, where)
         if cfg.method not in FEATURE_METHODS or self.cache is None:
-            return self._register(clip.image(n - 1), clip.image(n), None, where)
+            return self._register(*(images or (clip.image(n - 1), clip.image(n))), None, where)
         start = time.perf_counter()
         hit = self.cache.load(self.key, clip.id, n - 1, n)
         if hit is not None:
@@ -524,7 +531,7 @@ class Registrar:
             info.time_ms = (time.perf_counter() - start) * 1e3
             self._account(info, where)
             return h, info
-        h, info = self._register(clip.image(n - 1), clip.image(n), None, where)
+        h, info = self._register(*(images or (clip.image(n - 1), clip.image(n))), None, where)
         self.cache.write_settings(self.key, self.config.to_dict())
         self.cache.store(self.key, clip.id, n - 1, n, h, info.to_dict())
         return h, info
